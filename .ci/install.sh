@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian machine (as root). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PY:-python3}"
+SMG_VENV="${SMG_VENV:-/opt/sgl-gen-smg}"
+
+bash .ci/install-system.sh
+
+echo "== pip: sgl-gen (editable) with test extras"
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "== smg 1.13.0 in its own virtualenv ($SMG_VENV): its console scripts clash with sglang-router"
+if [[ ! -x "$SMG_VENV/bin/python" ]]; then
+  "$PY" -m venv "$SMG_VENV"
+fi
+"$SMG_VENV/bin/python" -m pip install -q --disable-pip-version-check 'smg==1.13.0'
+
+echo "== sglang 0.5.23 wheel (read statically for the ServerArgs catalog; never installed)"
+mkdir -p .cache/wheels
+if ! ls .cache/wheels/sglang-0.5.23-*.whl >/dev/null 2>&1; then
+  "$PY" -m pip download -q --disable-pip-version-check --no-deps 'sglang==0.5.23' -d .cache/wheels
+fi

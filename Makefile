@@ -1,0 +1,38 @@
+# The README's commands. `make test` is what CI runs (after .ci/run's installs).
+PY ?= python3
+SMG_VENV ?= /opt/sgl-gen-smg
+
+.PHONY: test deps lint typecheck pytest outcheck golden golden-add router-catalogs
+
+test: deps lint typecheck pytest outcheck
+
+deps:
+	bash .ci/install.sh
+
+lint:
+	$(PY) -m ruff check generator tests
+
+typecheck:
+	$(PY) -m mypy generator
+
+pytest:
+	SGLGEN_STRICT=1 SGLGEN_SMG_PYTHON=$(SMG_VENV)/bin/python \
+	SGLGEN_SGLANG_WHEEL="$(firstword $(wildcard $(CURDIR)/.cache/wheels/sglang-0.5.23-*.whl))" \
+	$(PY) -m pytest -q
+
+# committed renders of every example must match a fresh render
+outcheck:
+	$(PY) -m generator.golden check
+
+# refresh out/ after an intended change (review the diff before committing)
+golden:
+	$(PY) -m generator.golden refresh
+
+# add the golden render of a new example: make golden-add EXAMPLE=examples/x.yaml
+golden-add:
+	$(PY) -m generator.golden add $(EXAMPLE)
+
+# re-dump the router catalogs from the installed parsers (sglang-router here, smg in its venv)
+router-catalogs:
+	$(PY) generator/argdump.py sglang_router.router_args:RouterArgs sglang-router > schemas/routers/sglang-router-0.3.2.json
+	$(SMG_VENV)/bin/python generator/argdump.py smg.router_args:RouterArgs smg > schemas/routers/smg-1.13.0.json

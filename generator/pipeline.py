@@ -1,0 +1,25 @@
+"""The pure pipeline, file to Plan: load -> (CLI settings) -> validate/resolve -> place."""
+
+from __future__ import annotations
+
+import os
+
+from generator.loader import load_file
+from generator.model import Plan, Topology
+from generator.options import Setting, apply_settings
+from generator.place import place
+from generator.resolve import resolve
+
+
+def load_topology(path: str | os.PathLike[str], settings: list[Setting] | None = None,
+                  *, local: bool = False) -> Topology:
+    """Read, merge CLI settings, validate and resolve a topology file."""
+    data, smap = load_file(path)
+    apply_settings(data, smap, settings or [])
+    return resolve(data, smap, local=local)
+
+
+def compile_plan(path: str | os.PathLike[str], settings: list[Setting] | None = None,
+                 *, local: bool = False) -> Plan:
+    """Everything up to the Plan; raises TopologyError with every positioned problem."""
+    return place(load_topology(path, settings, local=local))

@@ -1,0 +1,105 @@
+"""``plan.json``: the machine-readable plan (documented in the README; ``plan_version`` bumps on
+any incompatible change)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from generator.model import PLAN_VERSION, Engine, Plan, Router
+
+
+def argv_json(argv: tuple[Any, ...]) -> list[Any]:
+    """argv tokens as JSON: plain strings, and ``{"env": NAME}`` for values read from the
+    environment at launch (secrets)."""
+    return [t if isinstance(t, str) else {"env": t.name} for t in argv]
+
+
+def _router(r: Router) -> dict[str, Any]:
+    return {
+        "implementation": r.implementation,
+        "module": r.module,
+        "node": r.node,
+        "host": r.host,
+        "address": r.address,
+        "bind_host": r.bind_host,
+        "port": r.port,
+        "prometheus_port": r.prometheus_port,
+        "url": r.url,
+        "policy": r.policy,
+        "prefill_policy": r.prefill_policy,
+        "decode_policy": r.decode_policy,
+        "argv": argv_json(r.argv),
+    }
+
+
+def _engine(e: Engine) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "id": e.id,
+        "group": e.group,
+        "worker_type": e.worker_type,
+        "gpus_per_engine": e.gpus_per_engine,
+        "tp_size": e.tp_size,
+        "pp_size": e.pp_size,
+        "nnodes": e.nnodes,
+        "placements": [
+            {"node": p.node, "host": p.host, "address": p.address, "gpus": list(p.gpus),
+             "node_rank": p.node_rank, **({"argv": argv_json(p.argv)} if e.nnodes > 1 else {})}
+            for p in e.placements
+        ],
+        "host": e.host,
+        "address": e.address,
+        "port": e.port,
+        "url": e.url,
+        "nccl_port": e.nccl_port,
+        "engine_info_bootstrap_port": e.engine_info_bootstrap_port,
+        "argv": argv_json(e.argv),
+    }
+    if e.bootstrap_port is not None:
+        d["bootstrap_port"] = e.bootstrap_port
+    if e.dist_init_addr is not None:
+        d["dist_init_addr"] = e.dist_init_addr
+    if e.encoder_urls:
+        d["encoder_urls"] = list(e.encoder_urls)
+    return d
+
+
+def plan_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as plain JSON-able data."""
+    t = plan.topology
+    return {
+        "plan_version": PLAN_VERSION,
+        "deployment": {
+            "name": t.name,
+            "sglang_version": t.sglang_version,
+            "hf_checkpoint": t.hf_checkpoint,
+            "total_gpus": sum(g.num_gpus for m in t.models for g in m.groups),
+            "gpus_per_node": t.gpus_per_node,
+            "router_implementation": t.router_implementation,
+            "local": t.local,
+        },
+        "nodes": [
+            {"index": n.index, "host": n.host, "address": n.address, "gpus": list(n.gpus),
+             "workdir": n.workdir, **({"user": n.user} if n.user else {}),
+             **({"ssh_port": n.ssh_port} if n.ssh_port else {}),
+             **({"labels": list(n.labels)} if n.labels else {})}
+            for n in plan.nodes
+        ],
+        "models": [
+            {
+                "name": m.name,
+                "model_path": m.model_path,
+                "update_weights": m.update_weights,
+                "pd": m.pd,
+                "router": _router(m.router),
+                "engines": [_engine(e) for e in m.engines],
+                "placeholders": [{"node": p.node, "gpus": list(p.gpus)} for p in m.placeholders],
+            }
+            for m in plan.models
+        ],
+    }
+
+
+def plan_json(plan: Plan) -> str:
+    """``plan.json`` text: stable key order, two-space indent, trailing newline."""
+    return json.dumps(plan_dict(plan), indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -1,0 +1,320 @@
+"""Rendered artifacts: determinism, committed goldens, real shellcheck / systemd-analyze, router
+argv through the real router parsers, hostile strings byte-exact, secrets never rendered."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from generator import golden
+from generator.catalog import load_catalog
+from generator.pipeline import compile_plan
+from generator.render import render, units_by_node
+from generator.write import write_tree
+from tests.helpers import EXAMPLES, REPO, plan_of, run_cli, write_topo
+from tests.tools import need_python, need_tool
+
+ALL_EXAMPLES = sorted(EXAMPLES.glob("*.yaml"))
+
+
+def _render_to(path: Path, out: Path, *sets: str, targets=("bash", "systemd"),
+               rehearse: bool = False) -> Path:
+    plan = plan_of(path, *sets)
+    write_tree(out, render(plan, targets, rehearse=rehearse))
+    return out
+
+
+def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_committed_out_is_current(capsys):
+    assert golden.check() == 0, capsys.readouterr().out
+
+
+def test_render_is_byte_identical_across_processes_and_hash_seeds(tmp_path):
+    trees = []
+    for seed in ("0", "12345"):
+        out = tmp_path / f"seed{seed}"
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        for ex in ALL_EXAMPLES:
+            r = subprocess.run([sys.executable, "-m", "generator.cli", "render", str(ex),
+                                "-o", str(out), "-q", "--rehearse"],
+                               env=env, cwd=REPO, capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        trees.append(_tree(out))
+    assert trees[0] == trees[1]
+    assert len(trees[0]) > 100
+
+
+def test_rerender_reports_identical_and_changes_nothing(tmp_path):
+    ex = str(EXAMPLES / "pd.yaml")
+    assert run_cli("render", ex, "-o", str(tmp_path)).exit_code == 0
+    before = _tree(tmp_path)
+    r = run_cli("render", ex, "-o", str(tmp_path))
+    assert r.exit_code == 0
+    assert "0 create, 0 update" in r.stdout or "identical" in r.stdout
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("rehearse", [False, True], ids=["sglang", "rehearse"])
+def test_every_script_passes_shellcheck(tmp_path, rehearse):
+    shellcheck = need_tool("shellcheck")
+    scripts: list[str] = []
+    for ex in ALL_EXAMPLES:
+        out = _render_to(ex, tmp_path / ex.stem, rehearse=rehearse)
+        scripts += [str(p) for p in sorted(out.rglob("*.sh"))]
+    assert len(scripts) >= 40
+    r = subprocess.run([shellcheck, "--severity=style", "--shell=bash", *scripts],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
+
+
+def _systemd_root(tmp_path: Path) -> Path:
+    """An image root holding this machine's system units, for ``systemd-analyze --root``."""
+    root = tmp_path / "root"
+    for rel in ("usr/lib/systemd/system", "lib/systemd/system"):
+        src = Path("/") / rel
+        if src.is_dir() and not (root / rel).exists():
+            shutil.copytree(src, root / rel, symlinks=True)
+    return root
+
+
+def test_every_systemd_unit_passes_systemd_analyze_verify(tmp_path):
+    """Each host's units installed as the README says (scripts in <workdir>/<deployment>/bin,
+    units in /etc/systemd/system), verified offline with empty output."""
+    analyze = need_tool("systemd-analyze")
+    checked = 0
+    for ex in ALL_EXAMPLES:
+        plan = compile_plan(ex)
+        out = _render_to(ex, tmp_path / "out" / ex.stem)
+        for node in plan.nodes:
+            root = _systemd_root(tmp_path)
+            host_dir = out / "hosts" / node.host
+            bindir = root / node.workdir.lstrip("/") / plan.name / "bin"
+            unitdir = root / "etc/systemd/system"
+            shutil.rmtree(unitdir, ignore_errors=True)
+            shutil.copytree(host_dir / "bin", bindir, dirs_exist_ok=True)
+            shutil.copytree(host_dir / "systemd", unitdir)
+            units = sorted(f"/etc/systemd/system/{p.name}" for p in unitdir.iterdir())
+            r = subprocess.run([analyze, "verify", f"--root={root}", *units],
+                               capture_output=True, text=True)
+            assert r.returncode == 0 and r.stderr == "" and r.stdout == "", (
+                f"{ex.stem}/{node.host}: {r.stdout}{r.stderr}")
+            checked += len(units)
+    assert checked >= 40
+
+
+def _router_argvs():
+    for ex in ALL_EXAMPLES:
+        plan = compile_plan(ex)
+        for m in plan.models:
+            yield ex.stem, m
+
+
+def test_sglang_router_argv_parses_with_the_real_sglang_router():
+    from sglang_router.launch_router import parse_router_args
+
+    seen = 0
+    for name, m in _router_argvs():
+        r = m.router
+        if r.implementation != "sglang-router":
+            continue
+        args = parse_router_args([str(t) for t in r.argv])
+        assert (args.host, args.port, args.prometheus_port) == (r.bind_host, r.port,
+                                                                r.prometheus_port), name
+        if m.pd:
+            assert args.pd_disaggregation
+            assert args.prefill_urls == [(e.url, e.bootstrap_port) for e in m.engines
+                                         if e.worker_type == "prefill"], name
+            assert args.decode_urls == [e.url for e in m.engines if e.worker_type == "decode"]
+        else:
+            assert not args.pd_disaggregation
+            assert args.worker_urls == [e.url for e in m.engines if e.worker_type == "regular"]
+        if r.policy:
+            assert args.policy == r.policy
+        seen += 1
+    assert seen >= 8
+
+
+SMG_PARSE = """
+import json, sys
+from smg.launch_router import parse_router_args
+out = []
+for argv in json.load(sys.stdin):
+    a = parse_router_args(argv)
+    out.append({"host": a.host, "port": a.port, "prometheus_port": a.prometheus_port,
+                "pd": a.pd_disaggregation, "worker_urls": list(a.worker_urls or []),
+                "prefill": [list(p) for p in (a.prefill_urls or [])],
+                "decode": list(a.decode_urls or []), "policy": a.policy})
+json.dump(out, sys.stdout)
+"""
+
+
+def test_smg_argv_parses_with_the_real_smg(tmp_path):
+    py = need_python("SGLGEN_SMG_PYTHON", "smg")
+    models = [(n, m) for n, m in _router_argvs() if m.router.implementation == "smg"]
+    assert models, "no example uses smg"
+    argvs = [[str(t) for t in m.router.argv] for _, m in models]
+    r = subprocess.run([py, "-c", SMG_PARSE], input=json.dumps(argvs), capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    for (name, m), got in zip(models, json.loads(r.stdout), strict=True):
+        rt = m.router
+        assert (got["host"], got["port"], got["prometheus_port"]) == (
+            rt.bind_host, rt.port, rt.prometheus_port), name
+        assert got["worker_urls"] == [e.url for e in m.engines if e.worker_type == "regular"]
+        if rt.policy:
+            assert got["policy"] == rt.policy
+
+
+def test_engine_argv_parses_with_the_sglang_parser():
+    seen = 0
+    for ex in ALL_EXAMPLES:
+        plan = compile_plan(ex)
+        parser = load_catalog(plan.topology.sglang_version).parser()
+        for m in plan.models:
+            for e in m.engines:
+                for p in e.placements:
+                    ns = parser.parse_args([str(t) for t in p.argv])
+                    assert ns.model_path == m.model_path
+                    assert ns.port == e.port and ns.tp_size == e.tp_size
+                    assert ns.nnodes == e.nnodes and ns.node_rank == p.node_rank
+                    seen += 1
+    assert seen >= 30
+
+
+HOSTILE = [
+    "it's",
+    'say "hi"',
+    "$(touch /tmp/sgl-gen-pwned)",
+    "`id`",
+    "a b  c",
+    "tab\there",
+    "line1\nline2",
+    "back\\slash",
+    "dollar $HOME ${HOME}",
+    "semi; rm -rf /",
+    "--looks-like-a-flag",
+    "ünïcödé ✓",
+    "*glob?[x]",
+    "",
+]
+
+
+def _argv_dumper(tmp_path: Path) -> Path:
+    """A stand-in interpreter that records the argv it was exec'd with (NUL separated)."""
+    shim = tmp_path / "dump-argv"
+    shim.write_text('#!/usr/bin/env bash\nprintf "%s\\0" "$@" > "$ARGV_OUT"\n'
+                    'env -0 > "$ARGV_OUT.env"\n', encoding="utf-8")
+    shim.chmod(0o755)
+    return shim
+
+
+def test_hostile_strings_arrive_byte_exact(tmp_path):
+    shim = _argv_dumper(tmp_path)
+    env_values = {f"HOSTILE_{i}": v for i, v in enumerate(HOSTILE)}
+    topo = {
+        "deployment": {"name": "hostile", "hf_checkpoint": "/models/it's a \"model\" $(x)"},
+        "cluster": {"gpus_per_node": 2},
+        "runtime": {"python": str(shim), "env": env_values},
+        # one 1-GPU engine per hostile value, on a growing set of 2-GPU nodes
+        "sglang": [{"name": "m", "server_groups": [
+            {"worker_type": "regular", "num_gpus": 1, "num_gpus_per_engine": 1,
+             "overrides": {"served_model_name": v, "chat_template": v[::-1]}}
+            for v in HOSTILE]}],
+    }
+    p = write_topo(tmp_path, json.dumps(topo))
+    plan = plan_of(p)
+    out = tmp_path / "out"
+    write_tree(out, render(plan, ("bash",)))
+    root = tmp_path / "root"
+    checked = 0
+    for node, units in units_by_node(plan, rehearse=False).items():
+        host = plan.nodes[node].host
+        for u in units:
+            if u.kind != "engine":
+                continue
+            dump = tmp_path / f"{u.name}.argv"
+            env = dict(os.environ, SGLGEN_ROOT=str(root), ARGV_OUT=str(dump))
+            r = subprocess.run(["bash", str(out / "hosts" / host / "bin" / f"{u.name}.sh")],
+                               env=env, capture_output=True)
+            assert r.returncode == 0, r.stderr
+            got = dump.read_bytes().split(b"\0")[:-1]
+            want = [b"-m", b"sglang.launch_server", *(str(t).encode() for t in u.argv)]
+            assert got == want, u.name
+            got_env = dict(kv.split(b"=", 1) for kv in
+                           Path(f"{dump}.env").read_bytes().split(b"\0") if b"=" in kv)
+            for k, v in env_values.items():
+                assert got_env[k.encode()] == v.encode(), k
+            checked += 1
+    assert checked == len(HOSTILE)
+    assert not Path("/tmp/sgl-gen-pwned").exists()
+
+
+def test_secrets_come_from_the_environment_and_never_appear_in_output(tmp_path):
+    shim = _argv_dumper(tmp_path)
+    secrets_file = tmp_path / "secrets.env"
+    secrets_file.write_text("ENGINE_KEY='s3cr3t-engine'\nROUTER_KEY=s3cr3t-router\n")
+    p = write_topo(tmp_path, f"""
+        deployment: {{name: sec, hf_checkpoint: /m, num_gpus_per_engine: 1}}
+        cluster: {{gpus_per_node: 1}}
+        runtime: {{python: {shim}, secrets_env_file: {secrets_file}}}
+        router: {{args: {{api_key: {{env: ROUTER_KEY}}}}}}
+        sglang:
+          - name: m
+            server_groups:
+              - worker_type: regular
+                num_gpus: 1
+                overrides: {{api_key: {{env: ENGINE_KEY}}}}
+        """)
+    plan = plan_of(p)
+    arts = render(plan, ("bash", "systemd"))
+    for path, a in arts.items():
+        assert "s3cr3t" not in a.content, path
+    engine = plan.models[0].engines[0]
+    assert json.loads(arts["plan.json"].content)["models"][0]["engines"][0]["argv"][-2:] == [
+        "--api-key", {"env": "ENGINE_KEY"}]
+    out = tmp_path / "out"
+    write_tree(out, arts)
+    for unit, key, want in (("engine-m-regular-0", "ENGINE_KEY", b"s3cr3t-engine"),
+                            ("router-m", "ROUTER_KEY", b"s3cr3t-router")):
+        dump = tmp_path / f"{unit}.argv"
+        env = dict(os.environ, SGLGEN_ROOT=str(tmp_path / "root"), ARGV_OUT=str(dump))
+        env.pop(key, None)
+        r = subprocess.run(["bash", str(out / "hosts" / "node0" / "bin" / f"{unit}.sh")],
+                           env=env, capture_output=True)
+        assert r.returncode == 0, r.stderr
+        got = dump.read_bytes().split(b"\0")
+        assert got[got.index(b"--api-key") + 1] == want
+    assert engine.argv[-1].name == "ENGINE_KEY"
+
+
+def test_literal_credentials_are_rejected(tmp_path):
+    from tests.helpers import errors_of
+
+    p = write_topo(tmp_path, """
+        deployment: {name: sec, hf_checkpoint: /m, num_gpus_per_engine: 1}
+        router: {args: {api_key: hunter2}}
+        sglang:
+          - name: m
+            server_groups:
+              - {worker_type: regular, num_gpus: 1, overrides: {admin_api_key: hunter3}}
+        """)
+    errs = errors_of(p)
+    assert errs == [
+        f"{p}:2:26: router.args.api_key: --api-key is a credential and must not be written in "
+        "the topology (hint: write {env: NAME} and put NAME=... in runtime.secrets_env_file on "
+        "the hosts)",
+        f"{p}:6:72: sglang[0].server_groups[0].overrides.admin_api_key: --admin-api-key is a "
+        "credential and must not be written in the topology (hint: write {env: NAME} and put "
+        "NAME=... in runtime.secrets_env_file on the hosts)",
+    ]
