@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from generator.argv import engine_argv, placement_argv, router_argv_for
-from generator.errors import Diagnostic, TopologyError
+from generator.errors import Diagnostic, SglGenError, TopologyError
 from generator.model import (
     Engine,
     GroupSpec,
@@ -67,11 +67,12 @@ class _Ports:
                 self.used.setdefault(a, {})[p] = who
 
     def alloc(self, addresses: list[str], base: str | int, who: str, span: int = 1) -> int:
-        port = PORT_BASES[base] if isinstance(base, str) else base
+        port = start = PORT_BASES[base] if isinstance(base, str) else base
         while not all(self.free(a, port, span) for a in addresses):
             port += 1
             if port > 65535:
-                raise TopologyError([Diagnostic("", 0, 0, who, "ran out of ports")])
+                raise SglGenError(f"{who}: no free port left between {start} and 65535 "
+                                  f"on {', '.join(addresses)}")
         self.take(addresses, port, span, who)
         return port
 
@@ -288,7 +289,9 @@ def place(topo: Topology) -> Plan:
                 info = ports.alloc(addrs[:1], "engine_info", f"{eid} (engine info bootstrap)")
                 dist = None
                 if len(slot) > 1:
-                    attn_dp = dict(g.server_args).get("enable_dp_attention") is True
+                    sargs = dict(g.server_args)
+                    attn_dp = sargs.get("enable_dp_attention") is True or (
+                        isinstance(sargs.get("attn_dp_size"), int) and sargs["attn_dp_size"] > 1)
                     span = DIST_INIT_SPAN_ATTN_DP if attn_dp else 1
                     dport = ports.alloc(addrs, "dist_init", f"{eid} (dist init)", span=span)
                     dist = f"{addrs[0]}:{dport}" if ":" not in addrs[0] \
