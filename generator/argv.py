@@ -61,6 +61,19 @@ def placement_argv(rank0: tuple[Any, ...], e: Engine, p: Placement) -> tuple[Any
     return tuple(out)
 
 
+#: router settings sgl-gen always writes out (so a reviewer sees them); router.args overrides each.
+#: Weight loading can take many minutes, hence the long start-up and request timeouts; a health
+#: check every 10 s (the routers' own default is 60 s) takes a dead engine out of rotation quickly.
+ROUTER_DEFAULTS: dict[str, Any] = {
+    "worker_startup_timeout_secs": 1800,
+    "request_timeout_secs": 1800,
+    "health_check_interval_secs": 10,
+    "health_check_timeout_secs": 5,
+}
+#: header smg reads the routing key from (consistent_hashing); written out explicitly
+SMG_ROUTING_KEY_HEADER = "x-smg-routing-key"
+
+
 def router_argv_for(router: Router, pd: bool, engines: tuple[Engine, ...] | list[Engine]
                     ) -> tuple[Any, ...]:
     """The router's argv (after ``python -m <module>``) with its model's engines as workers."""
@@ -69,8 +82,11 @@ def router_argv_for(router: Router, pd: bool, engines: tuple[Engine, ...] | list
         "port": router.port,
         "prometheus_port": router.prometheus_port,
         "policy": router.policy,
-        "extra_args": dict(router.args),
+        "extra_args": {**ROUTER_DEFAULTS, **dict(router.args)},
     }
+    hashing = "consistent_hashing" in (router.policy, router.prefill_policy, router.decode_policy)
+    if router.implementation == "smg" and hashing:
+        kwargs["extra_args"].setdefault("routing_key_headers", [SMG_ROUTING_KEY_HEADER])
     if pd:
         kwargs["pd"] = (
             [(e.url, e.bootstrap_port) for e in engines if e.worker_type == "prefill"],

@@ -128,6 +128,9 @@ class _Builder:
             value = self.loader.construct_object(node)
             if isinstance(value, float) and value != value:  # NaN is never a valid setting
                 self.err(node, path, "NaN is not a valid value")
+            if isinstance(value, str) and "\0" in value:
+                self.err(node, path, "a NUL character cannot be passed to a process",
+                         "remove the \\0 escape")
             return value
         if isinstance(node, yaml.SequenceNode):
             if node.tag != "tag:yaml.org,2002:seq":

@@ -48,7 +48,14 @@ def shq(value: Any) -> str:
         return f'"${{{value.name}}}"'
     if not isinstance(value, str):
         value = str(value)
+    if any(c in value for c in "$`") or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        # ANSI-C quoting: expansions stay literal, control characters stay visible on one line
+        return "$'" + "".join(_ANSI_C.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127
+                                                else c) for c in value) + "'"
     return shlex.quote(value)
+
+
+_ANSI_C = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,11 @@ def test_merge_keys_allowed_and_dates_stay_text():
     data, _ = parse_text("base: &b {x: 1}\nm:\n  <<: *b\n  y: 2\nd: 2024-01-01\n", "t.yaml")
     assert data["m"] == {"x": 1, "y": 2}
     assert data["d"] == "2024-01-01"
+
+
+def test_nul_character_is_rejected_with_position(tmp_path):
+    from tests.helpers import errors_of, write_topo
+
+    p = write_topo(tmp_path, 'deployment: {name: x, hf_checkpoint: "/m\\0x"}\n')
+    assert errors_of(p) == [f"{p}:1:38: deployment.hf_checkpoint: a NUL character cannot be "
+                            "passed to a process (hint: remove the \\0 escape)"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from generator import golden
+from generator.argv import ROUTER_DEFAULTS, SMG_ROUTING_KEY_HEADER
 from generator.catalog import load_catalog
 from generator.pipeline import compile_plan
 from generator.render import render, units_by_node
@@ -141,6 +142,8 @@ def test_sglang_router_argv_parses_with_the_real_sglang_router():
             assert args.worker_urls == [e.url for e in m.engines if e.worker_type == "regular"]
         if r.policy:
             assert args.policy == r.policy
+        for key, default in ROUTER_DEFAULTS.items():
+            assert getattr(args, key) == dict(r.args).get(key, default), (name, key)
         seen += 1
     assert seen >= 8
 
@@ -154,7 +157,9 @@ for argv in json.load(sys.stdin):
     out.append({"host": a.host, "port": a.port, "prometheus_port": a.prometheus_port,
                 "pd": a.pd_disaggregation, "worker_urls": list(a.worker_urls or []),
                 "prefill": [list(p) for p in (a.prefill_urls or [])],
-                "decode": list(a.decode_urls or []), "policy": a.policy})
+                "decode": list(a.decode_urls or []), "policy": a.policy,
+                "routing_key_headers": a.routing_key_headers,
+                "health_check_interval_secs": a.health_check_interval_secs})
 json.dump(out, sys.stdout)
 """
 
@@ -174,6 +179,10 @@ def test_smg_argv_parses_with_the_real_smg(tmp_path):
         assert got["worker_urls"] == [e.url for e in m.engines if e.worker_type == "regular"]
         if rt.policy:
             assert got["policy"] == rt.policy
+        assert got["health_check_interval_secs"] == dict(rt.args).get(
+            "health_check_interval_secs", ROUTER_DEFAULTS["health_check_interval_secs"])
+        if rt.policy == "consistent_hashing":
+            assert got["routing_key_headers"] == [SMG_ROUTING_KEY_HEADER], name
 
 
 def test_engine_argv_parses_with_the_sglang_parser():
@@ -236,6 +245,10 @@ def test_hostile_strings_arrive_byte_exact(tmp_path):
     plan = plan_of(p)
     out = tmp_path / "out"
     write_tree(out, render(plan, ("bash",)))
+    scripts = sorted(str(p) for p in out.rglob("*.sh"))
+    r = subprocess.run([need_tool("shellcheck"), "--severity=style", *scripts],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "", r.stdout
     root = tmp_path / "root"
     checked = 0
     for node, units in units_by_node(plan, rehearse=False).items():

@@ -13,4 +13,8 @@ exec python3 -m sglang_router.launch_router \
   --prometheus-port 29000 \
   --worker-urls http://node3:31000 http://node3:31001 \
   --policy cache_aware \
+  --health-check-interval-secs 10 \
+  --health-check-timeout-secs 5 \
+  --request-timeout-secs 1800 \
+  --worker-startup-timeout-secs 1800 \
   >>"$SGLGEN_ROOT/logs/router-reward.log" 2>&1

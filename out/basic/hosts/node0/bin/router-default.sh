@@ -12,4 +12,8 @@ exec python3 -m sglang_router.launch_router \
   --port 30000 \
   --prometheus-port 29000 \
   --worker-urls http://node0:31000 http://node0:31001 http://node0:31002 http://node0:31003 \
+  --health-check-interval-secs 10 \
+  --health-check-timeout-secs 5 \
+  --request-timeout-secs 1800 \
+  --worker-startup-timeout-secs 1800 \
   >>"$SGLGEN_ROOT/logs/router-default.log" 2>&1

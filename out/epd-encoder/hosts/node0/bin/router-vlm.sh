@@ -14,4 +14,8 @@ exec python3 -m sglang_router.launch_router \
   --pd-disaggregation \
   --prefill http://node0:31002 8998 \
   --decode http://node0:31003 \
+  --health-check-interval-secs 10 \
+  --health-check-timeout-secs 5 \
+  --request-timeout-secs 1800 \
+  --worker-startup-timeout-secs 1800 \
   >>"$SGLGEN_ROOT/logs/router-vlm.log" 2>&1

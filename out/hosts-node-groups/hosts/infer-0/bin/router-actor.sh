@@ -20,4 +20,9 @@ exec /opt/venv/bin/python -m smg.launch_router \
   --prometheus-port 29000 \
   --worker-urls http://10.1.0.10:31000 http://10.1.0.10:31001 http://10.1.0.10:31002 http://10.1.0.10:31003 \
   --policy consistent_hashing \
+  --health-check-interval-secs 10 \
+  --health-check-timeout-secs 5 \
+  --request-timeout-secs 1800 \
+  --routing-key-headers x-smg-routing-key \
+  --worker-startup-timeout-secs 1800 \
   >>"$SGLGEN_ROOT/logs/router-actor.log" 2>&1

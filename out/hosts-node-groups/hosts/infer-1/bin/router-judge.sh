@@ -20,4 +20,8 @@ exec /opt/venv/bin/python -m smg.launch_router \
   --prometheus-port 29000 \
   --worker-urls http://10.1.0.11:31000 \
   --policy round_robin \
+  --health-check-interval-secs 10 \
+  --health-check-timeout-secs 5 \
+  --request-timeout-secs 1800 \
+  --worker-startup-timeout-secs 1800 \
   >>"$SGLGEN_ROOT/logs/router-judge.log" 2>&1

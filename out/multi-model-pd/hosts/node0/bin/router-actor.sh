@@ -16,4 +16,8 @@ exec python3 -m sglang_router.launch_router \
   --prefill http://node0:31001 8999 \
   --decode http://node0:31002 \
   --decode http://node1:31000 \
+  --health-check-interval-secs 10 \
+  --health-check-timeout-secs 5 \
+  --request-timeout-secs 1800 \
+  --worker-startup-timeout-secs 1800 \
   >>"$SGLGEN_ROOT/logs/router-actor.log" 2>&1

@@ -12,4 +12,8 @@ exec python3 -m sglang_router.launch_router \
   --port 30001 \
   --prometheus-port 29001 \
   --worker-urls http://node1:31002 http://node1:31003 \
+  --health-check-interval-secs 10 \
+  --health-check-timeout-secs 5 \
+  --request-timeout-secs 1800 \
+  --worker-startup-timeout-secs 1800 \
   >>"$SGLGEN_ROOT/logs/router-reward.log" 2>&1

@@ -13,4 +13,8 @@ exec /opt/sglang/bin/python -m sglang_router.launch_router \
   --port 30000 \
   --prometheus-port 29000 \
   --worker-urls http://10.0.0.11:31000 http://10.0.0.13:31000 \
+  --health-check-interval-secs 10 \
+  --health-check-timeout-secs 5 \
+  --request-timeout-secs 1800 \
+  --worker-startup-timeout-secs 1800 \
   >>"$SGLGEN_ROOT/logs/router-big.log" 2>&1

@@ -11,4 +11,8 @@ exec python3 -m sglang_router.launch_router \
   --host 0.0.0.0 \
   --port 30001 \
   --prometheus-port 29001 \
+  --health-check-interval-secs 10 \
+  --health-check-timeout-secs 5 \
+  --request-timeout-secs 1800 \
+  --worker-startup-timeout-secs 1800 \
   >>"$SGLGEN_ROOT/logs/router-external.log" 2>&1
