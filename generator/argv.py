@@ -58,6 +58,8 @@ def placement_argv(rank0: tuple[Any, ...], e: Engine, p: Placement) -> tuple[Any
     out = list(rank0)
     i = out.index("--node-rank")
     out[i + 1] = str(p.node_rank)
+    if p.port is not None:
+        out[out.index("--port") + 1] = str(p.port)
     return tuple(out)
 
 

@@ -155,6 +155,64 @@ def render(file: str, out_dir: str, target: str | None, rehearse: bool, local: b
     click.echo(f"{root}: {summary}")
 
 
+def _write_render(plan: Any, out_dir: str, targets: tuple[str, ...], rehearse: bool) -> Any:
+    from pathlib import Path
+
+    from generator.render import render as render_plan
+    from generator.write import write_tree
+
+    return write_tree(Path(out_dir) / plan.name, render_plan(plan, targets, rehearse=rehearse))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=True))
+@_common
+@click.option("-o", "--output", "out_dir", default="out", show_default=True,
+              help="Output directory; files go to OUTPUT/<deployment>/, run state to OUTPUT/.run/.")
+@click.option("--local", is_flag=True, help="Run every node on this machine (127.0.0.1). Required.")
+@click.option("--rehearse", is_flag=True, help="Use the rehearsal engine instead of SGLang (no GPU).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds to wait for engines and routers to become healthy.")
+@_boundary
+def up(file: str, out_dir: str, local: bool, rehearse: bool, timeout: float, **kw: Any) -> None:
+    """Render FILE and start it on this machine: engines, then routers; print the router URLs."""
+    from generator import local as local_run
+    from generator.pipeline import compile_plan
+
+    if not local:
+        raise SglGenError("up: only --local is supported (use `sgl-gen deploy` for hosts)",
+                          exit_code=2)
+    plan = compile_plan(file, _settings(kw), local=True)
+    _warn(plan)
+    _write_render(plan, out_dir, ("bash", "systemd"), rehearse)
+    urls = local_run.up(plan, out_dir, rehearse=rehearse, timeout=timeout, echo=click.echo)
+    click.echo(f"{plan.name} is up:")
+    for model, url in urls:
+        click.echo(f"  {model}: {url}")
+    click.echo(f"stop it with: sgl-gen down {file} --local -o {out_dir}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=True))
+@_common
+@click.option("-o", "--output", "out_dir", default="out", show_default=True,
+              help="The OUTPUT given to `up`.")
+@click.option("--local", is_flag=True, help="Stop what `up --local` started. Required.")
+@click.option("--rehearse", is_flag=True, help="Accepted for symmetry with `up`.")
+@_boundary
+def down(file: str, out_dir: str, local: bool, rehearse: bool, **kw: Any) -> None:
+    """Stop what `up --local` started: routers first, then engines."""
+    from generator import local as local_run
+    from generator.pipeline import compile_plan
+
+    if not local:
+        raise SglGenError("down: only --local is supported here", exit_code=2)
+    plan = compile_plan(file, _settings(kw), local=True)
+    n = local_run.down(plan, out_dir, rehearse=rehearse, echo=click.echo)
+    click.echo(f"{plan.name}: stopped on {n} local node(s)" if n else
+               f"{plan.name}: nothing was started from {out_dir}")
+
+
 @main.command()
 def schema() -> None:
     """Print the topology JSON Schema (for editors: yaml-language-server)."""

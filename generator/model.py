@@ -153,7 +153,10 @@ class Placement:
     address: str
     gpus: tuple[int, ...]  # physical GPU ids (CUDA_VISIBLE_DEVICES)
     node_rank: int
-    argv: tuple[str, ...] = ()
+    argv: tuple[Any, ...] = ()
+    #: the HTTP port this rank binds when it differs from the engine's (ranks of one engine that
+    #: share an address, as with --local: ranks >= 1 serve a health endpoint on --port too)
+    port: int | None = None
 
 
 @dataclass(frozen=True)

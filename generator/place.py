@@ -298,10 +298,15 @@ def place(topo: Topology) -> Plan:
                         else f"[{addrs[0]}]:{dport}"
                 if g.worker_type == "prefill" and bp is None:
                     bp = ports.alloc(addrs[:1], "bootstrap", f"{eid} (PD bootstrap)")
-                placements = tuple(
-                    Placement(n, nodes[n].host, addr(n),
-                              tuple(nodes[n].gpus[i] for i in gpus), rank)
-                    for rank, (n, gpus) in enumerate(slot))
+                placements_l: list[Placement] = []
+                for rank, (n, gpus) in enumerate(slot):
+                    rank_port = None
+                    if rank and addr(n) in addrs[:rank]:
+                        rank_port = ports.alloc([addr(n)], "engine", f"{eid} (rank {rank} health)")
+                    placements_l.append(Placement(n, nodes[n].host, addr(n),
+                                                  tuple(nodes[n].gpus[i] for i in gpus), rank,
+                                                  port=rank_port))
+                placements = tuple(placements_l)
                 bind = placements[0].address
                 engines.append(Engine(
                     id=eid, model=m.name, group=g.index, worker_type=g.worker_type,

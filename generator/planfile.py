@@ -44,7 +44,8 @@ def _engine(e: Engine) -> dict[str, Any]:
         "nnodes": e.nnodes,
         "placements": [
             {"node": p.node, "host": p.host, "address": p.address, "gpus": list(p.gpus),
-             "node_rank": p.node_rank, **({"argv": argv_json(p.argv)} if e.nnodes > 1 else {})}
+             "node_rank": p.node_rank, **({"argv": argv_json(p.argv)} if e.nnodes > 1 else {}),
+             **({"port": p.port} if p.port is not None else {})}
             for p in e.placements
         ],
         "host": e.host,

@@ -17,7 +17,8 @@ What it does, so that routers and launch scripts can be checked without GPUs:
   ``/v1/models``, ``/v1/loads``, ``/get_load``, ``/flush_cache``, ``POST /generate``,
   ``/v1/completions``, ``/v1/chat/completions`` (also streamed); replies name the engine
   (``"sgl_gen": {...}`` and the text ``rehearsal <engine id>``);
-* ``--rehearsal-startup-delay`` keeps ``/health`` at 503 for that long (weight loading);
+* ``--rehearsal-startup-delay`` (or ``SGLGEN_REHEARSAL_STARTUP_DELAY`` in the environment) keeps
+  ``/health`` at 503 for that long (weight loading);
 * PD: a prefill engine serves HTTP on ``--host``:``--disaggregation-bootstrap-port``
   (``GET /health``; ``GET /route?room=R`` answers once the prefill half of room R has arrived);
   a decode engine receiving ``bootstrap_host``/``bootstrap_port``/``bootstrap_room`` asks that
@@ -242,6 +243,10 @@ class Engine:
         self.node_rank: int = int(args.get("node_rank") or 0)
         self.model_path: str = args["model_path"]
         self.served_model_name: str = args.get("served_model_name") or self.model_path
+        # SGLGEN_REHEARSAL_STARTUP_DELAY (e.g. set in runtime.env) applies to every engine
+        env_delay = os.environ.get("SGLGEN_REHEARSAL_STARTUP_DELAY")
+        if "startup_delay" not in own and env_delay is not None:
+            own = {**own, "startup_delay": env_delay}
         self.startup_delay = _float_opt(own, "startup_delay", 0.0)
         self.kv_timeout = _float_opt(own, "kv_timeout", 30.0)
         self.started = time.time()

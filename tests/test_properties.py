@@ -88,5 +88,9 @@ def test_local_mode_ports_unique_on_one_machine(data):
             ports += [e.port, e.nccl_port, e.engine_info_bootstrap_port]
             ports += [e.bootstrap_port] if e.bootstrap_port else []
             ports += [int(e.dist_init_addr.rsplit(":", 1)[1])] if e.dist_init_addr else []
+            ports += [p.port for p in e.placements if p.port is not None]
+            # every rank of a multi-node engine binds a distinct --port on the one machine
+            rank_ports = [p.port or e.port for p in e.placements]
+            assert len(set(rank_ports)) == len(rank_ports)
     assert len(ports) == len(set(ports))
     assert {n.address for n in plan.nodes} == {"127.0.0.1"}

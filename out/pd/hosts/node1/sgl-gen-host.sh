@@ -14,13 +14,19 @@ UNITS=(
   engine-actor-decode-2
 )
 
+# running: the process exists and has not exited (an unreaped zombie, state Z, has)
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [[ "$(ps -o stat= -p "$1" 2>/dev/null)" != Z* ]]
+}
+
 pid_of() {
   local pidfile="$SGLGEN_ROOT/run/$1.pid"
   [[ -s "$pidfile" ]] || return 1
   local pid
   pid=$(<"$pidfile")
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  alive "$pid" || return 1
   echo "$pid"
 }
 
@@ -44,7 +50,7 @@ stop_unit() {
   fi
   # the unit runs in its own session: signal the whole process group
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
+  while alive "$pid"; do
     if (( waited >= GRACE * 10 )); then
       echo "$unit: still running after ${GRACE}s, sending SIGKILL"
       kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true

@@ -1,0 +1,233 @@
+"""``sgl-gen up/down --local``: run the rendered bash artifacts of every node on this machine.
+
+Each logical node gets a state directory ``DIR/.run/<deployment>/<host>/`` that plays the part of
+the host's ``<workdir>/<deployment>/``: the node's rendered files are copied there (as a deploy
+uploads them) and its own ``sgl-gen-host.sh`` starts and stops the units. Order, as on a cluster:
+every engine on every node, wait for each rank-0 ``/health``, then the routers, then wait until
+each router lists exactly its engines as healthy workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from generator.errors import DeployError, SglGenError
+from generator.model import Plan
+from generator.render import Unit, units_by_node
+
+Echo = Callable[[str], None]
+
+
+def state_root(out_dir: str | os.PathLike[str], plan: Plan) -> Path:
+    return Path(out_dir).resolve() / ".run" / plan.name
+
+
+@dataclass(frozen=True)
+class _Node:
+    host: str
+    root: Path
+    units: tuple[Unit, ...]
+
+
+def _nodes(plan: Plan, out_dir: str | os.PathLike[str], rehearse: bool) -> list[_Node]:
+    by_node = units_by_node(plan, rehearse=rehearse)
+    root = state_root(out_dir, plan)
+    return [_Node(n.host, root / n.host, tuple(by_node.get(n.index, ()))) for n in plan.nodes]
+
+
+def _host_script(node: _Node, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, SGLGEN_ROOT=str(node.root))
+    r = subprocess.run(["bash", str(node.root / "sgl-gen-host.sh"), *args], env=env,
+                       capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise DeployError(f"{node.host}: sgl-gen-host.sh {' '.join(args)} failed "
+                          f"(exit {r.returncode}): {(r.stderr or r.stdout).strip()}")
+    return r
+
+
+def _install(rendered: Path, node: _Node) -> None:
+    """Copy hosts/<host>/ into the node's state dir, file by file (temp file + rename)."""
+    src = rendered / "hosts" / node.host
+    for path in sorted(src.rglob("*")):
+        if not path.is_file():
+            continue
+        dest = node.root / path.relative_to(src)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        shutil.copy2(path, tmp)
+        os.replace(tmp, dest)
+
+
+def _http_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http only)
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except (OSError, ValueError):
+        return 0, None
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, None
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def plan_ports(plan: Plan) -> list[tuple[int, str]]:
+    """Every TCP port the plan opens on this machine, with who opens it."""
+    out: list[tuple[int, str]] = []
+    for m in plan.models:
+        r = m.router
+        out += [(r.port, f"router {m.name}"), (r.prometheus_port, f"router {m.name} prometheus")]
+        for e in m.engines:
+            out += [(e.port, f"engine {e.id}"), (e.nccl_port, f"engine {e.id} nccl")]
+            out += [(p.port, f"engine {e.id} rank {p.node_rank}") for p in e.placements
+                    if p.port is not None]
+            if e.bootstrap_port is not None:
+                out.append((e.bootstrap_port, f"engine {e.id} bootstrap"))
+            if e.dist_init_addr is not None:
+                out.append((int(e.dist_init_addr.rsplit(":", 1)[1]), f"engine {e.id} dist-init"))
+    return sorted(set(out))
+
+
+def _tail(node: _Node, unit: str, lines: int = 20) -> str:
+    log = node.root / "logs" / f"{unit}.log"
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    except OSError:
+        return "(no log)"
+    return "\n".join(f"    {line}" for line in text) or "(empty log)"
+
+
+def _dead_units(node: _Node, names: set[str]) -> list[str]:
+    r = _host_script(node, "status", check=False)
+    dead = []
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in names and parts[1] in ("dead", "stopped"):
+            dead.append(parts[0])
+    return dead
+
+
+def _wait(what: str, pending: dict[str, tuple[_Node, Unit, Callable[[], bool]]],
+          deadline: float, echo: Echo) -> None:
+    """Poll every check until all pass; a unit whose process died fails at once with its log."""
+    last = -1
+    while pending:
+        for key, (_, _, check) in list(pending.items()):
+            if check():
+                pending.pop(key)
+                echo(f"  ready  {key}")
+        if not pending:
+            return
+        by_node: dict[Path, tuple[_Node, set[str]]] = {}
+        for node, unit, _ in pending.values():
+            by_node.setdefault(node.root, (node, set()))[1].add(unit.name)
+        for node, names in by_node.values():
+            dead = _dead_units(node, names)
+            if dead:
+                raise DeployError(f"{node.host}: {dead[0]} exited while starting; last lines of "
+                                  f"its log:\n{_tail(node, dead[0])}")
+        if time.monotonic() > deadline:
+            key, (node, unit, _) = sorted(pending.items())[0]
+            raise DeployError(f"timed out waiting for {what}: {', '.join(sorted(pending))}; "
+                              f"last lines of {unit.name}'s log on {node.host}:\n"
+                              f"{_tail(node, unit.name)}")
+        if len(pending) != last:
+            echo(f"  waiting for {len(pending)} {what}...")
+            last = len(pending)
+        time.sleep(0.3)
+
+
+def _health_check(url: str) -> Callable[[], bool]:
+    return lambda: _http_json(url)[0] == 200
+
+
+def _workers_check(router_url: str, expected: set[str]) -> Callable[[], bool]:
+    def check() -> bool:
+        status, body = _http_json(f"{router_url}/workers")
+        if status != 200 or not isinstance(body, dict):
+            return False
+        workers = body.get("workers", [])
+        urls = {w.get("url") for w in workers if isinstance(w, dict)}
+        return urls == expected and all(w.get("is_healthy") for w in workers)
+    return check
+
+
+def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: float,
+       echo: Echo) -> list[tuple[str, str]]:
+    """Start everything; return (model, router URL) pairs. Raises DeployError on failure."""
+    if not plan.topology.local:
+        raise SglGenError("up runs on this machine only: pass --local", exit_code=2)
+    rendered = Path(out_dir) / plan.name
+    nodes = _nodes(plan, out_dir, rehearse)
+    running = [n for n in nodes if (n.root / "sgl-gen-host.sh").exists() and any(
+        line.split()[1:2] == ["running"]
+        for line in _host_script(n, "status", check=False).stdout.splitlines())]
+    if running:
+        raise DeployError(f"{plan.name} is already up on this machine "
+                          f"(state in {state_root(out_dir, plan)}); run `sgl-gen down` first")
+    busy = [(p, who) for p, who in plan_ports(plan) if _port_busy(p)]
+    if busy:
+        raise DeployError("ports already in use on this machine: " + ", ".join(
+            f"{p} ({who})" for p, who in busy), )
+    for n in nodes:
+        _install(rendered, n)
+    deadline = time.monotonic() + timeout
+    echo(f"starting engines of {plan.name} on {len(nodes)} local node(s)")
+    for n in nodes:
+        engines = [u.name for u in n.units if u.kind == "engine"]
+        if engines:
+            _host_script(n, "start", *engines)
+    pending = {f"{u.name} {u.health_url}": (n, u, _health_check(u.health_url))
+               for n in nodes for u in n.units if u.kind == "engine" and u.health_url}
+    _wait("engines", pending, deadline, echo)
+    echo("starting routers")
+    for n in nodes:
+        routers = [u.name for u in n.units if u.kind == "router"]
+        if routers:
+            _host_script(n, "start", *routers)
+    pending = {}
+    for m in plan.models:
+        node = nodes[m.router.node]
+        unit = next(u for u in node.units if u.name == f"router-{m.name}")
+        expected = {e.url for e in m.engines if e.worker_type != "encoder"}
+        pending[f"router-{m.name} {m.router.url}"] = (node, unit,
+                                                      _workers_check(m.router.url, expected))
+    _wait("routers", pending, deadline, echo)
+    return [(m.name, m.router.url) for m in plan.models]
+
+
+def down(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, echo: Echo) -> int:
+    """Stop routers on every node, then engines; return how many nodes had state."""
+    nodes = [n for n in _nodes(plan, out_dir, rehearse) if (n.root / "sgl-gen-host.sh").exists()]
+    for kind in ("router", "engine"):
+        for n in nodes:
+            names = [u.name for u in n.units if u.kind == kind]
+            if names:
+                r = _host_script(n, "stop", *names)
+                for line in r.stdout.splitlines():
+                    if line.endswith("stopped") or "SIGKILL" in line:
+                        echo(f"  {n.host}: {line}")
+    return len(nodes)

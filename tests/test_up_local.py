@@ -1,0 +1,275 @@
+"""`sgl-gen up/down --local --rehearse`: the rendered bash artifacts, the real routers
+(sglang-router 0.3.2, smg 1.13.0) and rehearsal engines, all on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from generator import local
+from generator.pipeline import compile_plan
+from generator.render import render
+from generator.write import write_tree
+from tests.helpers import EXAMPLES, run_cli, settings_from_cli, write_topo
+from tests.tools import need_python
+
+pytestmark = pytest.mark.slow
+
+
+def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, {"error": exc.read().decode(errors="replace")}
+
+
+def generate(router: str, headers: dict | None = None) -> dict:
+    status, body = post(f"{router}/generate",
+                        {"text": "hello", "sampling_params": {"max_new_tokens": 1}}, headers)
+    assert status == 200, body
+    return body["sgl_gen"]
+
+
+def listening_ports() -> set[int]:
+    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+
+
+class Up:
+    """One `up --local --rehearse` run; `down` in teardown whatever happens."""
+
+    def __init__(self, tmp_path: Path, topo: Path, *sets: str):
+        self.topo, self.out, self.sets = str(topo), str(tmp_path / "out"), list(sets)
+        self.plan = compile_plan(topo, settings_from_cli(self.sets), local=True)
+
+    def args(self, cmd: str) -> list[str]:
+        return [cmd, self.topo, "--local", "-o", self.out,
+                *(x for s in self.sets for x in ("--set", s))]
+
+    def up(self) -> dict[str, str]:
+        r = run_cli(*self.args("up"), "--rehearse", "--timeout", "60")
+        assert r.exit_code == 0, r.output
+        return {m.name: m.router.url for m in self.plan.models}
+
+    def down(self) -> str:
+        r = run_cli(*self.args("down"))
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    def host_script(self, host: str, *args: str) -> subprocess.CompletedProcess[str]:
+        root = local.state_root(self.out, self.plan) / host
+        return subprocess.run(["bash", str(root / "sgl-gen-host.sh"), *args], capture_output=True,
+                              text=True, env=dict(os.environ, SGLGEN_ROOT=str(root)))
+
+
+@pytest.fixture
+def started():
+    runs: list[Up] = []
+    yield runs.append
+    for run in runs:
+        run.down()
+
+
+def _assert_all_gone(run: Up) -> None:
+    ports = {p for p, _ in local.plan_ports(run.plan)}
+    assert not ports & listening_ports()
+    for node in run.plan.nodes:
+        status = run.host_script(node.host, "status")
+        assert status.returncode == 3
+        assert all(line.split()[1] == "stopped" for line in status.stdout.splitlines()), status.stdout
+    root = str(local.state_root(run.out, run.plan))
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert root not in ps
+
+
+PY = sys.executable
+
+
+def test_regular_model_round_robin_spreads_over_every_engine(tmp_path, started):
+    topo = write_topo(tmp_path, f"""
+        deployment: {{name: rr, hf_checkpoint: /models/m, num_gpus_per_engine: 1}}
+        cluster: {{gpus_per_node: 2}}
+        runtime: {{python: {PY}}}
+        router: {{policy: round_robin}}
+        sglang:
+          - name: m
+            server_groups: [{{worker_type: regular, num_gpus: 4}}]
+        """)
+    run = Up(tmp_path, topo)
+    started(run)
+    urls = run.up()
+    seen = Counter(generate(urls["m"])["engine_id"] for _ in range(12))
+    assert seen == {f"m-regular-{i}": 3 for i in range(4)}
+    assert "stopped" in run.down()
+    _assert_all_gone(run)
+
+
+def test_pd_each_request_reaches_a_prefill_and_a_decode(tmp_path, started):
+    run = Up(tmp_path, EXAMPLES / "pd.yaml", f"runtime.python={PY}")
+    started(run)
+    urls = run.up()
+    prefill_ports = {e.id: e.bootstrap_port for e in run.plan.models[0].engines
+                     if e.worker_type == "prefill"}
+    for _ in range(10):
+        reply = generate(urls["actor"])
+        assert reply["role"] == "decode"
+        (pre,) = reply["prefill"]
+        assert pre["engine_id"] in prefill_ports
+        assert pre["bootstrap"] == f"http://127.0.0.1:{prefill_ports[pre['engine_id']]}"
+
+
+def test_pd_wrong_bootstrap_port_in_a_hand_broken_render_fails(tmp_path, started):
+    """The rehearsal catches what a real decode engine would: the router's prefill bootstrap
+    port does not match the port the prefill engine listens on."""
+    run = Up(tmp_path, EXAMPLES / "pd.yaml", f"runtime.python={PY}")
+    plan = run.plan
+    out = Path(run.out)
+    write_tree(out / plan.name, render(plan, ("bash",), rehearse=True))
+    script = out / plan.name / "hosts" / "node0" / "bin" / "router-actor.sh"
+    text = script.read_text()
+    # every prefill's bootstrap port off by one (the router retries a failed request on another
+    # prefill, so one broken prefill alone would be masked)
+    for url, port in (("http://127.0.0.1:31000", 8998), ("http://127.0.0.1:31001", 8999)):
+        assert f"--prefill {url} {port} \\" in text
+        text = text.replace(f"--prefill {url} {port} \\", f"--prefill {url} {port + 10} \\")
+    script.write_text(text)
+    started(run)
+    local.up(plan, run.out, rehearse=True, timeout=60, echo=lambda _: None)
+    for _ in range(4):
+        status, body = post(f"{plan.models[0].router.url}/generate",
+                            {"text": "x", "sampling_params": {"max_new_tokens": 1}})
+        assert status >= 500, body
+        assert "9008" in json.dumps(body) or "9009" in json.dumps(body), body
+
+
+def test_multi_model_routers_reach_only_their_own_engines(tmp_path, started):
+    run = Up(tmp_path, EXAMPLES / "multi-model.yaml", f"runtime.python={PY}")
+    started(run)
+    urls = run.up()
+    for m in run.plan.models:
+        own = {e.id for e in m.engines}
+        seen = {generate(urls[m.name])["engine_id"] for _ in range(3 * len(own))}
+        assert seen <= own and seen, (m.name, seen)
+
+
+def test_smg_consistent_hashing_keeps_a_session_on_one_engine(tmp_path, started):
+    smg_python = need_python("SGLGEN_SMG_PYTHON", "smg==1.13.0")
+    topo = write_topo(tmp_path, f"""
+        deployment: {{name: ch, hf_checkpoint: /models/m, num_gpus_per_engine: 1}}
+        cluster: {{gpus_per_node: 4}}
+        runtime: {{python: {smg_python}}}
+        router: {{implementation: smg, policy: consistent_hashing}}
+        sglang:
+          - name: m
+            server_groups: [{{worker_type: regular, num_gpus: 4}}]
+        """)
+    run = Up(tmp_path, topo)
+    started(run)
+    urls = run.up()
+    per_session = {}
+    for session in range(8):
+        hdr = {"X-SMG-Routing-Key": f"session-{session}"}
+        engines = {generate(urls["m"], hdr)["engine_id"] for _ in range(5)}
+        assert len(engines) == 1, (session, engines)
+        per_session[session] = engines.pop()
+    assert len(set(per_session.values())) >= 2  # sessions do spread over engines
+
+
+def test_a_killed_engine_is_reported_by_status_and_down_cleans_up(tmp_path, started):
+    topo = write_topo(tmp_path, f"""
+        deployment: {{name: kill, hf_checkpoint: /models/m, num_gpus_per_engine: 1}}
+        cluster: {{gpus_per_node: 2}}
+        runtime: {{python: {PY}}}
+        sglang:
+          - name: m
+            server_groups: [{{worker_type: regular, num_gpus: 2}}]
+        """)
+    run = Up(tmp_path, topo)
+    started(run)
+    run.up()
+    assert run.host_script("node0", "status").returncode == 0
+    pidfile = local.state_root(run.out, run.plan) / "node0" / "run" / "engine-m-regular-1.pid"
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    for _ in range(100):  # the kill is asynchronous: poll until the process is gone
+        status = run.host_script("node0", "status")
+        if status.returncode != 0:
+            break
+        time.sleep(0.1)
+    lines = dict(line.split()[:2] for line in status.stdout.splitlines())
+    assert status.returncode == 3
+    assert lines == {"engine-m-regular-0": "running", "engine-m-regular-1": "dead",
+                     "router-m": "running"}
+    # a second `up` refuses to start over a running deployment
+    r = run_cli(*run.args("up"), "--rehearse")
+    assert r.exit_code == 3 and "already up" in r.output
+    run.down()
+    _assert_all_gone(run)
+
+
+def test_up_refuses_busy_ports_before_starting_anything(tmp_path):
+    import socket
+
+    run = Up(tmp_path, EXAMPLES / "basic.yaml", f"runtime.python={PY}")
+    router_port = run.plan.models[0].router.port
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", router_port))
+        s.listen()
+        r = run_cli(*run.args("up"), "--rehearse")
+    assert r.exit_code == 3
+    assert f"ports already in use on this machine: {router_port} (router " in r.output
+    assert not (local.state_root(run.out, run.plan)).exists()
+
+
+def test_up_without_local_is_a_usage_error(tmp_path):
+    r = run_cli("up", str(EXAMPLES / "basic.yaml"), "-o", str(tmp_path))
+    assert r.exit_code == 2 and "only --local" in r.output
+
+
+def test_health_timeout_names_the_engine_and_shows_its_log(tmp_path, started):
+    topo = write_topo(tmp_path, f"""
+        deployment: {{name: slow, hf_checkpoint: /models/m, num_gpus_per_engine: 1}}
+        cluster: {{gpus_per_node: 1}}
+        runtime: {{python: {PY}, env: {{SGLGEN_REHEARSAL_STARTUP_DELAY: "120"}}}}
+        sglang:
+          - name: m
+            server_groups: [{{worker_type: regular, num_gpus: 1}}]
+        """)
+    run = Up(tmp_path, topo)
+    started(run)
+    r = run_cli(*run.args("up"), "--rehearse", "--timeout", "2")
+    assert r.exit_code == 3
+    assert ("timed out waiting for engines: engine-m-regular-0 http://127.0.0.1:31000/health; "
+            "last lines of engine-m-regular-0's log on node0:") in r.output
+
+
+def test_multinode_engine_ranks_join_before_the_router_starts(tmp_path, started):
+    text = (EXAMPLES / "multinode-16gpu.yaml").read_text()
+    assert "python: /opt/sglang/bin/python" in text
+    topo = write_topo(tmp_path, text.replace("python: /opt/sglang/bin/python", f"python: {PY}"))
+    run = Up(tmp_path, topo)
+    started(run)
+    urls = run.up()
+    (m,) = [m for m in run.plan.models if m.engines and m.engines[0].nnodes > 1]
+    replies = [generate(urls[m.name]) for _ in range(6)]
+    assert {r["engine_id"] for r in replies} <= {e.id for e in m.engines}
+    assert {r["node_rank"] for r in replies} == {0}
+    for e in m.engines:  # every engine serves through its rank 0 once all ranks joined
+        reply = generate(e.url)
+        assert (reply["engine_id"], reply["node_rank"]) == (e.id, 0)
+    for e in m.engines:
+        assert [p.node_rank for p in e.placements] == [0, 1]
+        # one machine: rank 1 serves its health endpoint on a port of its own
+        assert e.placements[1].port not in (None, e.port)
