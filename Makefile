@@ -2,7 +2,7 @@
 PY ?= python3
 SMG_VENV ?= /opt/sgl-gen-smg
 
-.PHONY: test deps lint typecheck pytest outcheck golden golden-add router-catalogs
+.PHONY: test deps lint typecheck pytest outcheck golden golden-add router-catalogs bench
 
 test: deps lint typecheck pytest outcheck
 
@@ -36,3 +36,7 @@ golden-add:
 router-catalogs:
 	$(PY) generator/argdump.py sglang_router.router_args:RouterArgs sglang-router > schemas/routers/sglang-router-0.3.2.json
 	$(SMG_VENV)/bin/python generator/argdump.py smg.router_args:RouterArgs smg > schemas/routers/smg-1.13.0.json
+
+# render benchmark: 64 / 512 / 8,192 GPUs; prints wall time, peak memory, ratio to bare Jinja
+bench:
+	$(PY) tests/bench_render.py

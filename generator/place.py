@@ -110,6 +110,9 @@ class _Grid:
         self.gpn = gpn
         self.fixed = nodes is not None
         self.free: list[list[int]] = [list(range(gpn)) for _ in range(nodes or 0)]
+        #: width -> no node before this index has that many free GPUs (free counts only shrink,
+        #: so first-fit can resume there instead of rescanning every node: linear placement)
+        self.cursor: dict[int, int] = {}
 
     def ensure(self, n: int) -> bool:
         if n < len(self.free):
@@ -127,16 +130,27 @@ class _Grid:
             self.ensure(len(self.free))  # one spare empty node to grow into
         return list(range(len(self.free)))
 
-    def walk(self, allowed: tuple[int, ...] | None) -> Iterator[int]:
+    def walk(self, allowed: tuple[int, ...] | None, start: int = 0) -> Iterator[int]:
         """Candidate nodes in order; a growable grid keeps adding empty nodes (never ends)."""
-        if allowed is not None or self.fixed:
+        if allowed is not None:
             yield from self.candidates(allowed)
             return
-        n = 0
+        if self.fixed:
+            yield from range(start, len(self.free))
+            return
+        n = start
         while True:
             self.ensure(n)
             yield n
             n += 1
+
+    def fitting(self, width: int, allowed: tuple[int, ...] | None) -> Iterator[int]:
+        """Nodes with at least ``width`` free GPUs, in first-fit order."""
+        for n in self.walk(allowed, self.cursor.get(width, 0) if allowed is None else 0):
+            if len(self.free[n]) >= width:
+                if allowed is None:
+                    self.cursor[width] = n
+                yield n
 
     def take(self, node: int, count: int) -> tuple[int, ...]:
         got, self.free[node] = self.free[node][:count], self.free[node][count:]
@@ -169,11 +183,9 @@ def place(topo: Topology) -> Plan:
             what = f"{m.name}/{g.worker_type}"
             if g.worker_type == "placeholder":
                 need = g.num_gpus
-                for n in grid.walk(allowed):
+                for n in grid.fitting(1, allowed):
                     if need == 0:
                         break
-                    if not grid.free[n]:
-                        continue
                     got = grid.take(n, min(need, len(grid.free[n])))
                     need -= len(got)
                     placeholder_slots[m.name].append(PlaceholderSlot(m.name, g.index, n, got))
@@ -186,8 +198,7 @@ def place(topo: Topology) -> Plan:
             width = g.gpus_per_engine
             for k in range(g.num_engines):
                 if width <= gpn:
-                    node = next((n for n in grid.walk(allowed)
-                                 if len(grid.free[n]) >= width), None)
+                    node = next(grid.fitting(width, allowed), None)
                     if node is None:
                         cands = grid.candidates(allowed)
                         fail(g, f"{what} needs {g.num_engines} engine(s) of {width} GPUs; "
@@ -198,11 +209,10 @@ def place(topo: Topology) -> Plan:
                 else:
                     span = width // gpn
                     chosen: list[int] = []
-                    for n in grid.walk(allowed):
-                        if len(grid.free[n]) == gpn:
-                            chosen.append(n)
-                            if len(chosen) == span:
-                                break
+                    for n in grid.fitting(gpn, allowed):
+                        chosen.append(n)
+                        if len(chosen) == span:
+                            break
                     if len(chosen) < span:
                         fail(g, f"{what} needs {g.num_engines} engine(s) of {width} GPUs "
                                 f"({span} whole nodes each); {k} fit, then only {len(chosen)} "

@@ -101,6 +101,31 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
     }
 
 
+_scalar = json.JSONEncoder(ensure_ascii=False).encode  # the C encoder, for leaves
+
+
+def _pretty(value: Any, indent: str) -> str:
+    # Byte-identical to json.dumps(indent=2, sort_keys=True, ensure_ascii=False), several times
+    # faster: with an indent the stdlib falls back to its pure-Python encoder.
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        inner = indent + "  "
+        return "{\n" + ",\n".join(f"{inner}{_scalar(str(k))}: {_pretty(value[k], inner)}"
+                                  for k in sorted(value)) + f"\n{indent}}}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        inner = indent + "  "
+        return "[\n" + ",\n".join(inner + _pretty(v, inner) for v in value) + f"\n{indent}]"
+    return _scalar(value)
+
+
+def pretty_json(data: Any) -> str:
+    """JSON text: sorted keys, two-space indent, UTF-8 as is, trailing newline."""
+    return _pretty(data, "") + "\n"
+
+
 def plan_json(plan: Plan) -> str:
     """``plan.json`` text: stable key order, two-space indent, trailing newline."""
-    return json.dumps(plan_dict(plan), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return pretty_json(plan_dict(plan))

@@ -15,7 +15,7 @@ A host directory is copied verbatim to ``<workdir>/<deployment>/`` on that host 
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 import shlex
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,7 +27,7 @@ from generator import __version__
 from generator.catalog import catalog_path
 from generator.model import Engine, ModelPlan, Node, Placement, Plan, Router
 from generator.paths import ROOT, TEMPLATES
-from generator.planfile import plan_json
+from generator.planfile import plan_json, pretty_json
 from generator.report import gpu_ranges
 
 AVAILABLE_TARGETS = ("bash", "systemd")
@@ -46,9 +46,15 @@ def shq(value: Any) -> str:
     """Quote one value for bash so that it arrives byte-exact (the one quoting filter)."""
     if isinstance(value, EnvToken):
         return f'"${{{value.name}}}"'
-    if not isinstance(value, str):
-        value = str(value)
-    if any(c in value for c in "$`") or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    return _shq_str(value if isinstance(value, str) else str(value))
+
+
+_NEEDS_ANSI_C = re.compile(r"[$`\x00-\x1f\x7f]")
+
+
+@lru_cache(maxsize=1 << 16)
+def _shq_str(value: str) -> str:
+    if _NEEDS_ANSI_C.search(value):
         # ANSI-C quoting: expansions stay literal, control characters stay visible on one line
         return "$'" + "".join(_ANSI_C.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127
                                                 else c) for c in value) + "'"
@@ -202,7 +208,7 @@ def _prometheus(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return pretty_json(data)
 
 
 def render(plan: Plan, targets: tuple[str, ...] = ("bash", "systemd"),

@@ -94,3 +94,18 @@ def test_local_mode_ports_unique_on_one_machine(data):
             assert len(set(rank_ports)) == len(rank_ports)
     assert len(ports) == len(set(ports))
     assert {n.address for n in plan.nodes} == {"127.0.0.1"}
+
+
+_json_leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+
+
+@given(st.recursive(_json_leaves, lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids),
+                    max_leaves=40))
+@settings(max_examples=300, deadline=None)
+def test_pretty_json_is_byte_identical_to_the_stdlib(value):
+    import json
+
+    from generator.planfile import pretty_json
+
+    assert pretty_json(value) == json.dumps(value, indent=2, sort_keys=True,
+                                            ensure_ascii=False) + "\n"

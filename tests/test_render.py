@@ -66,6 +66,39 @@ def test_rerender_reports_identical_and_changes_nothing(tmp_path):
     assert _tree(tmp_path) == before
 
 
+def test_render_reports_updates_modes_and_removes_stale_files(tmp_path):
+    ex = str(EXAMPLES / "basic.yaml")
+    assert run_cli("render", ex, "-o", str(tmp_path)).exit_code == 0
+    root = tmp_path / "basic"
+    script = root / "hosts/node0/bin/engine-default-regular-0.sh"
+    original = script.read_bytes()
+    script.write_text("edited by hand\n")
+    (root / "hosts/node0/sgl-gen-host.sh").chmod(0o644)
+    (root / "hosts/node0/bin/old-unit.sh").write_text("left over\n")
+    r = run_cli("render", ex, "-o", str(tmp_path), "--check")
+    assert r.exit_code == 1
+    assert r.stdout.splitlines() == [
+        f"update    {root}/hosts/node0/bin/engine-default-regular-0.sh",
+        f"stale     {root}/hosts/node0/bin/old-unit.sh",
+        f"mode      {root}/hosts/node0/sgl-gen-host.sh"]
+    assert "basic: out of date (15 identical, 1 mode, 1 stale, 1 update); run: sgl-gen render" in r.stderr
+    assert script.read_text() == "edited by hand\n"  # --check writes nothing
+    r = run_cli("render", ex, "-o", str(tmp_path))
+    assert r.exit_code == 0
+    assert script.read_bytes() == original
+    assert not (root / "hosts/node0/bin/old-unit.sh").exists()
+    assert stat.S_IMODE((root / "hosts/node0/sgl-gen-host.sh").stat().st_mode) == 0o755
+    assert not [p for p in root.rglob(".*.tmp")]  # no temp file left behind
+    assert run_cli("render", ex, "-o", str(tmp_path), "--check").exit_code == 0
+
+
+def test_invalid_topology_writes_nothing(tmp_path):
+    bad = write_topo(tmp_path, "deployment: {name: bad, hf_checkpoint: /m}\nsglang: 3\n")
+    r = run_cli("render", str(bad), "-o", str(tmp_path / "out"))
+    assert r.exit_code == 1
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("rehearse", [False, True], ids=["sglang", "rehearse"])
 def test_every_script_passes_shellcheck(tmp_path, rehearse):
     shellcheck = need_tool("shellcheck")

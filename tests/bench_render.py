@@ -1,0 +1,155 @@
+"""Render benchmark: 64, 512 and 8,192 GPUs (8 per node, up to 40 models: regular, PD, multi-node,
+placeholders). Prints, measured in this one run:
+
+* `sgl-gen render` wall time per size (a fresh process each time, best of --repeat), and the
+  8192/512 ratio (linear cost keeps it near 16);
+* sgl-gen's in-process render time against the floor — the same files rendered by bare Jinja from
+  contexts precomputed by one render (target: at most 2x);
+* peak memory (max RSS) of the `sgl-gen render` process (target: under 300 MB at 8,192 GPUs).
+
+Figures are printed, never asserted: `make bench` (or `python tests/bench_render.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from generator import render as render_mod  # noqa: E402
+from generator.paths import TEMPLATES  # noqa: E402
+from generator.pipeline import compile_plan  # noqa: E402
+
+GPN = 8
+#: (worker groups of one model, GPUs it takes): a repeating mix of model shapes
+SHAPES: list[tuple[list[dict[str, Any]], int]] = [
+    ([{"worker_type": "regular", "num_gpus": 8, "num_gpus_per_engine": 2}], 8),
+    ([{"worker_type": "prefill", "num_gpus": 4, "num_gpus_per_engine": 2},
+      {"worker_type": "decode", "num_gpus": 4, "num_gpus_per_engine": 4}], 8),
+    ([{"worker_type": "regular", "num_gpus": 16, "num_gpus_per_engine": 16}], 16),
+    ([{"worker_type": "placeholder", "num_gpus": 4},
+      {"worker_type": "regular", "num_gpus": 4, "num_gpus_per_engine": 1,
+       "overrides": {"mem_fraction_static": 0.8, "chat_template": "tmpl's \"x\""}}], 8),
+]
+
+
+def topology(total_gpus: int, max_models: int = 40) -> dict[str, Any]:
+    """A topology of exactly ``total_gpus``: models scaled so every group fills whole nodes."""
+    unit = sum(g for _, g in SHAPES)  # GPUs of one round of shapes
+    rounds = total_gpus // unit
+    models: list[dict[str, Any]] = []
+    if rounds == 0:  # small sizes: regular models of one node each
+        for i in range(total_gpus // GPN):
+            models.append({"name": f"m{i}", "server_groups": [SHAPES[0][0][0]]})
+        return _wrap(models, total_gpus)
+    scale = max(1, -(-rounds * len(SHAPES) // max_models))  # groups grow instead of model count
+    used = 0
+    i = 0
+    while used + scale * SHAPES[i % len(SHAPES)][1] <= total_gpus:
+        groups, gpus = SHAPES[i % len(SHAPES)]
+        models.append({"name": f"m{i}", "server_groups": [
+            {**g, "num_gpus": g["num_gpus"] * scale} for g in groups]})
+        used += gpus * scale
+        i += 1
+    if used < total_gpus:
+        models.append({"name": f"m{i}", "server_groups": [
+            {"worker_type": "placeholder", "num_gpus": total_gpus - used}]})
+    return _wrap(models, total_gpus)
+
+
+def _wrap(models: list[dict[str, Any]], total: int) -> dict[str, Any]:
+    return {"deployment": {"name": f"bench{total}", "hf_checkpoint": "/models/m",
+                           "total_gpus": total},
+            "cluster": {"gpus_per_node": GPN, "nodes": total // GPN},
+            "sglang": models}
+
+
+def cli_render(path: Path, out: Path) -> tuple[float, int]:
+    """Wall seconds and max RSS (KB) of one `sgl-gen render` process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "generator.cli", "render", str(path), "-o", str(out),
+                    "-q"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(before, after)
+
+
+def inprocess_and_floor(path: Path, repeat: int) -> tuple[float, float, float, int]:
+    """Best-of in-process seconds — compile+render, render stage alone — the bare-Jinja floor,
+    and the file count."""
+    captured: list[tuple[str, dict[str, Any]]] = []
+    real = render_mod._tmpl
+
+    def spy(name: str, **ctx: Any) -> str:
+        captured.append((name, ctx))
+        return real(name, **ctx)
+
+    render_mod._tmpl = spy  # type: ignore[assignment]
+    try:
+        arts = render_mod.render(compile_plan(path))
+    finally:
+        render_mod._tmpl = real  # type: ignore[assignment]
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["shq"] = render_mod.shq
+    templates = {name: env.get_template(name) for name, _ in captured}
+    best_full = best_stage = best_floor = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        plan = compile_plan(path)
+        t1 = time.perf_counter()
+        render_mod.render(plan)
+        t2 = time.perf_counter()
+        best_full, best_stage = min(best_full, t2 - t0), min(best_stage, t2 - t1)
+        t0 = time.perf_counter()
+        for name, ctx in captured:
+            templates[name].render(**ctx)
+        best_floor = min(best_floor, time.perf_counter() - t0)
+    return best_full, best_stage, best_floor, len(arts)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="64,512,8192")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            path = Path(tmp) / f"bench{n}.yaml"
+            path.write_text(yaml.safe_dump(topology(n), sort_keys=False), encoding="utf-8")
+            plan = compile_plan(path)
+            engines = sum(len(m.engines) for m in plan.models)
+            walls, rss = [], 0
+            for _ in range(args.repeat):
+                wall, rss = cli_render(path, Path(tmp) / "out")
+                walls.append(wall)
+            full, stage, floor, files = inprocess_and_floor(path, args.repeat)
+            rows[n] = (min(walls), rss, full, floor)
+            print(f"{n:>6} GPUs: {len(plan.models):>3} models, {engines:>5} engines, "
+                  f"{files:>6} files | sgl-gen render {min(walls):6.3f} s (best of "
+                  f"{args.repeat}), peak RSS {rss / 1024:6.1f} MB | in-process: compile+render "
+                  f"{full:6.3f} s, render stage {stage:6.3f} s, bare-Jinja floor {floor:6.3f} s; "
+                  f"render/floor {stage / floor:4.2f}x, all/floor {full / floor:4.2f}x")
+    if 512 in rows and 8192 in rows:
+        print(f"8192/512 wall-time ratio: {rows[8192][0] / rows[512][0]:.2f} (linear: 16); "
+              f"in-process ratio: {rows[8192][2] / rows[512][2]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
