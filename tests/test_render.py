@@ -364,3 +364,25 @@ def test_literal_credentials_are_rejected(tmp_path):
         "credential and must not be written in the topology (hint: write {env: NAME} and put "
         "NAME=... in runtime.secrets_env_file on the hosts)",
     ]
+
+
+def test_secrets_in_the_environment_never_reach_any_rendered_file(tmp_path, monkeypatch):
+    secrets = {"ROUTER_API_KEY": "sk-router-0xDEADBEEF", "ENGINE_API_KEY": "sk-engine-0xFEEDFACE",
+               "HF_TOKEN": "hf_0123456789abcdef", "SGLANG_API_KEY": "sk-sglang-cafe"}
+    for k, v in secrets.items():
+        monkeypatch.setenv(k, v)
+    files = 0
+    for ex in ALL_EXAMPLES:
+        for rehearse in (False, True):
+            out = tmp_path / f"{ex.stem}-{rehearse}"
+            r = subprocess.run([sys.executable, "-m", "generator.cli", "render", str(ex), "-o",
+                                str(out), "-q"] + (["--rehearse"] if rehearse else []),
+                               cwd=REPO, capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            for p in out.rglob("*"):
+                if p.is_file():
+                    data = p.read_bytes()
+                    files += 1
+                    for v in secrets.values():
+                        assert v.encode() not in data, (p, v)
+    assert files > 400
