@@ -101,23 +101,34 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
     }
 
 
-_scalar = json.JSONEncoder(ensure_ascii=False).encode  # the C encoder, for leaves
+_scalar = json.JSONEncoder(ensure_ascii=False).encode  # floats, big ints: the stdlib's rules
+_string = json.encoder.encode_basestring  # the C escaper json.dumps(ensure_ascii=False) uses
 
 
 def _pretty(value: Any, indent: str) -> str:
     # Byte-identical to json.dumps(indent=2, sort_keys=True, ensure_ascii=False), several times
     # faster: with an indent the stdlib falls back to its pure-Python encoder.
+    if isinstance(value, str):
+        return _string(value)
     if isinstance(value, dict):
         if not value:
             return "{}"
         inner = indent + "  "
-        return "{\n" + ",\n".join(f"{inner}{_scalar(str(k))}: {_pretty(value[k], inner)}"
+        return "{\n" + ",\n".join(f"{inner}{_string(str(k))}: {_pretty(value[k], inner)}"
                                   for k in sorted(value)) + f"\n{indent}}}"
     if isinstance(value, (list, tuple)):
         if not value:
             return "[]"
         inner = indent + "  "
         return "[\n" + ",\n".join(inner + _pretty(v, inner) for v in value) + f"\n{indent}]"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return int.__repr__(value)
     return _scalar(value)
 
 

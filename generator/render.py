@@ -80,6 +80,7 @@ def _env() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        auto_reload=False,  # templates never change during a run: no stat per file rendered
     )
     env.filters["shq"] = shq
     return env
