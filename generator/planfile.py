@@ -114,13 +114,16 @@ def _pretty(value: Any, indent: str) -> str:
         if not value:
             return "{}"
         inner = indent + "  "
-        return "{\n" + ",\n".join(f"{inner}{_string(str(k))}: {_pretty(value[k], inner)}"
-                                  for k in sorted(value)) + f"\n{indent}}}"
+        return "{\n" + ",\n".join([f"{inner}{_string(str(k))}: {_pretty(value[k], inner)}"
+                                   for k in sorted(value)]) + f"\n{indent}}}"
     if isinstance(value, (list, tuple)):
         if not value:
             return "[]"
         inner = indent + "  "
-        return "[\n" + ",\n".join(inner + _pretty(v, inner) for v in value) + f"\n{indent}]"
+        sep = ",\n" + inner
+        if all(type(v) is str for v in value):  # argv lists, the bulk of a plan: no recursion
+            return "[\n" + inner + sep.join(map(_string, value)) + f"\n{indent}]"
+        return "[\n" + inner + sep.join([_pretty(v, inner) for v in value]) + f"\n{indent}]"
     if value is True:
         return "true"
     if value is False:
