@@ -97,16 +97,22 @@ def _assert_all_gone(run: Up) -> None:
 PY = sys.executable
 
 
-def test_regular_model_round_robin_spreads_over_every_engine(tmp_path, started):
-    topo = write_topo(tmp_path, f"""
-        deployment: {{name: rr, hf_checkpoint: /models/m, num_gpus_per_engine: 1}}
-        cluster: {{gpus_per_node: 2}}
-        runtime: {{python: {PY}}}
-        router: {{policy: round_robin}}
+def regular_topo(tmp_path: Path, name: str, engines: int, gpus_per_node: int, *,
+                 python: str = sys.executable, router: str = "{}", env: str = "{}") -> Path:
+    """One model of ``engines`` 1-GPU regular engines."""
+    return write_topo(tmp_path, f"""
+        deployment: {{name: {name}, hf_checkpoint: /models/m, num_gpus_per_engine: 1}}
+        cluster: {{gpus_per_node: {gpus_per_node}}}
+        runtime: {{python: {python}, env: {env}}}
+        router: {router}
         sglang:
           - name: m
-            server_groups: [{{worker_type: regular, num_gpus: 4}}]
+            server_groups: [{{worker_type: regular, num_gpus: {engines}}}]
         """)
+
+
+def test_regular_model_round_robin_spreads_over_every_engine(tmp_path, started):
+    topo = regular_topo(tmp_path, "rr", 4, 2, router="{policy: round_robin}")
     run = Up(tmp_path, topo)
     started(run)
     urls = run.up()
@@ -166,15 +172,8 @@ def test_multi_model_routers_reach_only_their_own_engines(tmp_path, started):
 
 def test_smg_consistent_hashing_keeps_a_session_on_one_engine(tmp_path, started):
     smg_python = need_python("SGLGEN_SMG_PYTHON", "smg==1.13.0")
-    topo = write_topo(tmp_path, f"""
-        deployment: {{name: ch, hf_checkpoint: /models/m, num_gpus_per_engine: 1}}
-        cluster: {{gpus_per_node: 4}}
-        runtime: {{python: {smg_python}}}
-        router: {{implementation: smg, policy: consistent_hashing}}
-        sglang:
-          - name: m
-            server_groups: [{{worker_type: regular, num_gpus: 4}}]
-        """)
+    topo = regular_topo(tmp_path, "ch", 4, 4, python=smg_python,
+                        router="{implementation: smg, policy: consistent_hashing}")
     run = Up(tmp_path, topo)
     started(run)
     urls = run.up()
@@ -188,14 +187,7 @@ def test_smg_consistent_hashing_keeps_a_session_on_one_engine(tmp_path, started)
 
 
 def test_a_killed_engine_is_reported_by_status_and_down_cleans_up(tmp_path, started):
-    topo = write_topo(tmp_path, f"""
-        deployment: {{name: kill, hf_checkpoint: /models/m, num_gpus_per_engine: 1}}
-        cluster: {{gpus_per_node: 2}}
-        runtime: {{python: {PY}}}
-        sglang:
-          - name: m
-            server_groups: [{{worker_type: regular, num_gpus: 2}}]
-        """)
+    topo = regular_topo(tmp_path, "kill", 2, 2)
     run = Up(tmp_path, topo)
     started(run)
     run.up()
@@ -239,14 +231,8 @@ def test_up_without_local_is_a_usage_error(tmp_path):
 
 
 def test_health_timeout_names_the_engine_and_shows_its_log(tmp_path, started):
-    topo = write_topo(tmp_path, f"""
-        deployment: {{name: slow, hf_checkpoint: /models/m, num_gpus_per_engine: 1}}
-        cluster: {{gpus_per_node: 1}}
-        runtime: {{python: {PY}, env: {{SGLGEN_REHEARSAL_STARTUP_DELAY: "120"}}}}
-        sglang:
-          - name: m
-            server_groups: [{{worker_type: regular, num_gpus: 1}}]
-        """)
+    topo = regular_topo(tmp_path, "slow", 1, 1,
+                        env='{SGLGEN_REHEARSAL_STARTUP_DELAY: "120"}')
     run = Up(tmp_path, topo)
     started(run)
     r = run_cli(*run.args("up"), "--rehearse", "--timeout", "2")
