@@ -221,6 +221,10 @@ def schema() -> None:
     click.echo(json.dumps(topology_schema(), indent=2, sort_keys=True))
 
 
+from generator.cli_import import register as _register_import  # noqa: E402
+
+_register_import(main)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
 

@@ -31,3 +31,8 @@ def need_python(var: str, package: str) -> str:
     if not py or not os.access(py, os.X_OK):
         _missing(f"{package}: set {var} to a venv python that has it")
     return py
+
+
+def need_path(path: os.PathLike[str] | str, what: str) -> None:
+    if not os.path.exists(path):
+        _missing(f"{what} not found at {path}")

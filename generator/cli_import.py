@@ -1,0 +1,102 @@
+"""``sgl-gen import ...`` (other frameworks' configs -> topology) and ``sgl-gen export ...``
+(a plan -> what other frameworks take)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from generator.errors import SglGenError
+
+
+def _write_or_print(text: str, output: str | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise SglGenError(f"{output}: is a directory", exit_code=2)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    click.echo(f"wrote {path}", err=True)
+
+
+def register(main: click.Group) -> None:
+    from generator.cli import _boundary, _common, _settings
+
+    @main.group("import")
+    def import_group() -> None:
+        """Turn another framework's SGLang configuration into a topology."""
+
+    @import_group.command("slime")
+    @click.argument("file", required=False, type=click.Path(dir_okay=False))
+    @_common
+    @click.option("--rollout-num-gpus", type=click.IntRange(min=1),
+                  help="slime's name for --total-gpus.")
+    @click.option("--rollout-num-gpus-per-engine", type=click.IntRange(min=1),
+                  help="slime's name for --num-gpus-per-engine.")
+    @click.option("--prefill-num-servers", type=click.IntRange(min=1),
+                  help="slime's legacy PD flag (instead of FILE).")
+    @click.option("--sglang-router-port", type=click.IntRange(1, 65535),
+                  help="Port of the (first) model's router.")
+    @click.option("--rollout-external", is_flag=True,
+                  help="Accepted to report slime's mutual exclusion with --sglang-config.")
+    @click.option("-o", "--output", help="Write the topology here instead of stdout.")
+    @_boundary
+    def import_slime_cmd(file: str | None, rollout_num_gpus: int | None,
+                         rollout_num_gpus_per_engine: int | None,
+                         prefill_num_servers: int | None, sglang_router_port: int | None,
+                         rollout_external: bool, output: str | None, **kw: Any) -> None:
+        """A slime --sglang-config FILE (or --prefill-num-servers) -> a commented topology."""
+        from generator.importers.slime import import_slime
+
+        for alias, name in ((rollout_num_gpus, "total_gpus"),
+                            (rollout_num_gpus_per_engine, "num_gpus_per_engine")):
+            if alias is not None:
+                if kw.get(name) not in (None, alias):
+                    raise SglGenError(f"--{name.replace('_', '-')} and its slime name disagree",
+                                      exit_code=2)
+                kw[name] = alias
+        text = import_slime(file, _settings(kw), prefill_num_servers=prefill_num_servers,
+                            rollout_external=rollout_external, router_port=sglang_router_port)
+        _write_or_print(text, output)
+
+    @main.group("export")
+    def export_group() -> None:
+        """Print what another framework needs from a plan."""
+
+    @export_group.command("slime-args")
+    @click.argument("file", type=click.Path(dir_okay=True))
+    @_common
+    @click.option("--model", help="Model whose engines to list (default: the updated one).")
+    @_boundary
+    def export_slime_args(file: str, model: str | None, **kw: Any) -> None:
+        """slime's --rollout-external --rollout-external-engine-addrs HOST:PORT ... arguments."""
+        from generator.exports import slime_external_line
+        from generator.pipeline import compile_plan
+
+        click.echo(slime_external_line(compile_plan(file, _settings(kw)), model))
+
+    @export_group.command("model-routers")
+    @click.argument("file", type=click.Path(dir_okay=True))
+    @_common
+    @_boundary
+    def export_model_routers(file: str, **kw: Any) -> None:
+        """slime's sglang_model_routers mapping {model: [ip, port]} as JSON."""
+        from generator.exports import model_routers
+        from generator.pipeline import compile_plan
+
+        routers = model_routers(compile_plan(file, _settings(kw)))
+        click.echo(json.dumps({k: list(v) for k, v in routers.items()}, indent=2, sort_keys=True))

@@ -1,0 +1,1 @@
+"""Importers: configurations of the RL frameworks in the seeds -> sgl-gen topologies."""
