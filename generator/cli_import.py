@@ -73,6 +73,26 @@ def register(main: click.Group) -> None:
                             rollout_external=rollout_external, router_port=sglang_router_port)
         _write_or_print(text, output)
 
+    def _framework(name: str, doc: str) -> None:
+        @import_group.command(name, help=doc)
+        @click.argument("file", type=click.Path(dir_okay=False))
+        @_common
+        @click.option("-o", "--output", help="Write the topology here instead of stdout.")
+        @_boundary
+        def cmd(file: str, output: str | None, **kw: Any) -> None:
+            from importlib import import_module
+
+            importer = getattr(import_module(f"generator.importers.{name}"), f"import_{name}")
+            text, unmapped = importer(file, _settings(kw))
+            for line in unmapped:
+                click.echo(line, err=True)
+            _write_or_print(text, output)
+
+    _framework("roll", "ROLL's actor_infer SGLang strategy -> a commented topology; fields it "
+                       "cannot map are reported on stderr.")
+    _framework("skyrl", "SkyRL's generator section (backend: sglang) -> a commented topology; "
+                        "fields it cannot map are reported on stderr.")
+
     @main.group("export")
     def export_group() -> None:
         """Print what another framework needs from a plan."""

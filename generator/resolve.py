@@ -65,12 +65,14 @@ class _Ctx:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-#: argument names whose value is a credential: only ``{env: NAME}`` is accepted for them
-_SECRET_WORDS = ("api_key", "password", "secret", "token", "credential")
+#: argument names ending so hold a credential: only ``{env: NAME}`` is accepted for them
+#: (sglang: api_key, admin_api_key, ssl_keyfile_password; routers: api_key, tenant_api_key,
+#: control_plane_api_keys, oracle_password). "token" is not one: most *_token(s) flags count tokens.
+_SECRET_SUFFIXES = ("api_key", "api_keys", "password", "secret", "credential", "credentials")
 
 
 def _is_secret(name: str) -> bool:
-    return any(w in name for w in _SECRET_WORDS)
+    return name.endswith(_SECRET_SUFFIXES)
 
 
 def _secret_value(ctx: _Ctx, path: PathT, spec: Any, value: Any) -> tuple[bool, Any]:

@@ -166,3 +166,222 @@ def test_routing_headers():
         with pytest.raises(ValueError):
             routing_headers(bad)
     assert re.fullmatch(r"[A-Za-z-]+", next(iter(routing_headers("x"))))
+
+
+# -- ROLL ---------------------------------------------------------------------------------------
+
+# The seed (003) prints this configuration with its indentation flattened; this is the same text
+# indented, and the test below checks it line by line against the seed.
+ROLL_SEED = """\
+actor_infer:
+  model_args:
+    disable_gradient_checkpointing: true
+    dtype: bf16
+  generating_args:
+    max_new_tokens: ${response_length}
+    top_p: 0.99
+    top_k: 100
+    num_beams: 1
+    temperature: 0.99
+    num_return_sequences: ${num_return_sequences_in_group}
+  strategy_args:
+    strategy_name: sglang
+    strategy_config:
+      mem_fraction_static: 0.7
+      load_format: dummy
+  num_gpus_per_worker: 2
+  device_mapping: list(range(0,24))
+"""
+
+
+def test_roll_config_is_the_seeds():
+    need_path(SEEDS, "the seeds beside the checkout (../shared/seeds, as in CI)")
+    (seed,) = SEEDS.glob("003_*.txt")
+    flat = [line.strip() for line in ROLL_SEED.splitlines()]
+    text = seed.read_text().splitlines()
+    start = text.index(flat[0])
+    assert text[start:start + len(flat)] == flat
+
+
+def test_import_roll_seed_24_gpus_2_per_worker_is_12_engines(tmp_path):
+    src = write_topo(tmp_path, ROLL_SEED, "rlvr_config_sglang.yaml")
+    r = run_cli("import", "roll", str(src), "--hf-checkpoint", "/models/qwen3-30b-a3b")
+    assert r.exit_code == 0, r.output
+    assert r.stderr.splitlines() == [
+        f"{src}:2:3: warning: actor_infer.model_args: not mapped: training-side model settings",
+        f"{src}:5:3: warning: actor_infer.generating_args: not mapped: sampling parameters "
+        "travel with each request"]
+    out = tmp_path / "out.yaml"
+    out.write_text(r.stdout)
+    plan = compile_plan(out)
+    (m,) = plan.models
+    assert len(m.engines) == 12 and {e.tp_size for e in m.engines} == {2}
+    assert [p.gpus for e in m.engines for p in e.placements][:5] == [(0, 1), (2, 3), (4, 5),
+                                                                    (6, 7), (0, 1)]
+    assert len(plan.nodes) == 3
+    argv = m.engines[0].argv
+    assert argv[argv.index("--load-format") + 1] == "dummy"
+    assert argv[argv.index("--mem-fraction-static") + 1] == "0.7"
+
+
+@pytest.mark.parametrize("mapping,engines,first_gpu", [
+    ("[8, 9, 10, 11]", 2, (0, 1)), ("list(range(4,8))", 2, (4, 5)),
+])
+def test_roll_device_mapping_forms(tmp_path, mapping, engines, first_gpu):
+    src = write_topo(tmp_path, ROLL_SEED.replace("list(range(0,24))", mapping))
+    r = run_cli("import", "roll", str(src), "--hf-checkpoint", "/m")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out.yaml"
+    out.write_text(r.stdout)
+    (m,) = compile_plan(out).models
+    assert len(m.engines) == engines
+    e0 = m.engines[0].placements[0]
+    assert (e0.node, e0.gpus) == ((1, (0, 1)) if mapping.startswith("[8") else (0, first_gpu))
+
+
+@pytest.mark.parametrize("change,message", [
+    (("strategy_name: sglang", "strategy_name: vllm"),
+     "13:20: actor_infer.strategy_args.strategy_name: strategy_name is 'vllm', not 'sglang' "
+     "(hint: sgl-gen deploys SGLang engines only)"),
+    (("device_mapping: list(range(0,24))", "device_mapping: [0, 1, 4, 5]"),
+     "18:19: actor_infer.device_mapping: device_mapping is not a contiguous range of GPU ids "
+     "(hint: sgl-gen lays engines out on consecutive GPUs)"),
+    (("device_mapping: list(range(0,24))", "device_mapping: list(range(0,5))"),
+     "18:19: actor_infer.device_mapping: 5 GPUs are not a multiple of num_gpus_per_worker 2"),
+    (("device_mapping: list(range(0,24))", "device_mapping: all"),
+     "18:19: actor_infer.device_mapping: cannot read device_mapping 'all' (hint: a list of GPU "
+     "ids or 'list(range(START, STOP))')"),
+    (("mem_fraction_static: 0.7", "mem_fraction_statik: 0.7"),
+     "15:7: actor_infer.strategy_args.strategy_config.mem_fraction_statik: unknown SGLang server "
+     "argument 'mem_fraction_statik' (sglang 0.5.23) (hint: did you mean 'mem_fraction_static'?)"),
+])
+def test_roll_errors_are_positioned_in_the_roll_file(tmp_path, change, message):
+    src = write_topo(tmp_path, ROLL_SEED.replace(*change))
+    r = run_cli("import", "roll", str(src), "--hf-checkpoint", "/m")
+    assert r.exit_code == 1
+    assert r.stderr.splitlines()[0] == f"{src}:{message}"
+
+
+# -- SkyRL --------------------------------------------------------------------------------------
+
+def skyrl_snippets() -> list[tuple[int, str]]:
+    """Every ``.. code-block:: yaml`` of the SkyRL seed (004) that configures the generator."""
+    need_path(SEEDS, "the seeds beside the checkout (../shared/seeds, as in CI)")
+    (seed,) = SEEDS.glob("004_*.txt")
+    lines = seed.read_text().splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if line.strip() != ".. code-block:: yaml":
+            continue
+        j, body = i + 1, []
+        while j < len(lines) and (not lines[j].strip() or lines[j].startswith("   ")):
+            body.append(lines[j][3:])
+            j += 1
+        text = "\n".join(body).strip("\n") + "\n"
+        if "generator:" in text:
+            out.append((i + 1, text))
+    return out
+
+
+def test_every_skyrl_snippet_imports_validates_and_renders(tmp_path):
+    import yaml
+
+    from generator.render import render
+
+    snippets = skyrl_snippets()
+    assert len(snippets) >= 15
+    for line, text in snippets:
+        doc = yaml.safe_load(text)
+        # the snippets are fragments of an SGLang guide: the ones that omit it run with
+        # backend: sglang, the guide's premise (SkyRL's own default is vllm)
+        doc["generator"].setdefault("backend", "sglang")
+        src = tmp_path / f"seed-{line}.yaml"
+        src.write_text(yaml.safe_dump(doc))
+        r = run_cli("import", "skyrl", str(src), "--hf-checkpoint", "/m")
+        assert r.exit_code == 0, (line, r.output)
+        out = tmp_path / f"seed-{line}.topo.yaml"
+        out.write_text(r.stdout)
+        plan = compile_plan(out)
+        render(plan)
+        gen = doc["generator"]
+        (m,) = plan.models
+        tp = gen.get("inference_engine_tensor_parallel_size", 1)
+        pp = gen.get("inference_engine_pipeline_parallel_size", 1)
+        n = gen.get("num_inference_engines", 1) * gen.get("inference_engine_data_parallel_size", 1)
+        assert [(e.tp_size, e.pp_size) for e in m.engines] == [(tp, pp)] * n, line
+        known = {"backend", "engine_init_kwargs", "gpu_memory_utilization", "enable_lora",
+                 "max_num_batched_tokens", "max_num_seqs", "num_inference_engines",
+                 "inference_engine_tensor_parallel_size", "inference_engine_pipeline_parallel_size",
+                 "inference_engine_data_parallel_size", "inference_engine_expert_parallel_size"}
+        reported = {w.split(": ")[2] for w in r.stderr.splitlines()}
+        assert reported == {f"generator.{k}" for k in gen if k not in known} | {
+            ".".join(map(str, p)) for p in _leaves(doc.get("trainer"), ("trainer",))}, line
+
+
+def _leaves(data, path):
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _leaves(v, path + (k,))
+    elif data is not None:
+        yield path
+
+
+def test_skyrl_memory_settings_map_to_sglang_names(tmp_path):
+    src = write_topo(tmp_path, """\
+        generator:
+          backend: sglang
+          num_inference_engines: 2
+          inference_engine_tensor_parallel_size: 2
+          inference_engine_data_parallel_size: 2
+          gpu_memory_utilization: 0.8
+          max_num_batched_tokens: 8192
+          max_num_seqs: 1024
+          engine_init_kwargs: {attention_backend: fa3, max_running_requests: 512}
+        trainer: {policy: {model: {path: /models/policy}}}
+        """)
+    r = run_cli("import", "skyrl", str(src))
+    assert r.exit_code == 0 and r.stderr == "", r.output
+    out = tmp_path / "out.yaml"
+    out.write_text(r.stdout)
+    plan = compile_plan(out)
+    (m,) = plan.models
+    assert len(m.engines) == 4 and m.model_path == "/models/policy"
+    argv = list(m.engines[0].argv)
+    got = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+    assert got["--mem-fraction-static"] == "0.8" and got["--max-prefill-tokens"] == "8192"
+    assert got["--attention-backend"] == "fa3"
+    assert got["--max-running-requests"] == "512"  # engine_init_kwargs win, as in SkyRL
+
+
+def test_skyrl_vllm_backend_is_an_error(tmp_path):
+    src = write_topo(tmp_path, "generator:\n  num_inference_engines: 2\n")
+    r = run_cli("import", "skyrl", str(src), "--hf-checkpoint", "/m")
+    assert r.exit_code == 1
+    assert r.stderr.splitlines() == [
+        f"{src}:2:3: generator: backend is 'vllm' (SkyRL's default) (hint: set "
+        "generator.backend: sglang)"]
+
+
+IMPORTED_EXAMPLES = [
+    ("from-slime-pd.yaml", ["slime", "sources/slime_sglang_pd.yaml", "--rollout-num-gpus", "16",
+                            "--hf-checkpoint", "/models/Qwen3-8B"]),
+    ("from-roll-rlvr.yaml", ["roll", "sources/roll_rlvr_config_sglang.yaml",
+                             "--hf-checkpoint", "/models/Qwen3-30B-A3B"]),
+    ("from-skyrl-parallel.yaml", ["skyrl", "sources/skyrl_sglang_parallel.yaml",
+                                  "--hf-checkpoint", "/models/Qwen3-30B-A3B"]),
+]
+
+
+@pytest.mark.parametrize("name,args", IMPORTED_EXAMPLES, ids=[n for n, _ in IMPORTED_EXAMPLES])
+def test_imported_examples_are_what_the_importers_print_today(name, args, monkeypatch):
+    monkeypatch.chdir(EXAMPLES)
+    r = run_cli("import", *args, "--set", f"deployment.name={name.removesuffix('.yaml')}")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == (EXAMPLES / name).read_text()
+
+
+def test_sources_match_the_seed_snippets():
+    assert (EXAMPLES / "sources/slime_sglang_pd.yaml").read_text() == SEED_002_PD
+    assert (EXAMPLES / "sources/roll_rlvr_config_sglang.yaml").read_text() == ROLL_SEED
+    snippets = [t for _, t in skyrl_snippets()]
+    assert (EXAMPLES / "sources/skyrl_sglang_parallel.yaml").read_text() in snippets

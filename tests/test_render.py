@@ -356,6 +356,19 @@ def test_literal_credentials_are_rejected(tmp_path):
               - {worker_type: regular, num_gpus: 1, overrides: {admin_api_key: hunter3}}
         """)
     errs = errors_of(p)
+    # names that merely mention tokens are not credentials
+    ok = write_topo(tmp_path, """
+        deployment: {name: ok, hf_checkpoint: /m, num_gpus_per_engine: 1}
+        router: {args: {tokenizer_path: /tok}}
+        sglang:
+          - name: m
+            server_groups:
+              - worker_type: regular
+                num_gpus: 1
+                overrides: {tokenizer_path: /tok, max_prefill_tokens: 8192, skip_tokenizer_init: true}
+        """, "ok.yaml")
+    argv = plan_of(ok).models[0].engines[0].argv
+    assert argv[argv.index("--max-prefill-tokens") + 1] == "8192"
     assert errs == [
         f"{p}:2:26: router.args.api_key: --api-key is a credential and must not be written in "
         "the topology (hint: write {env: NAME} and put NAME=... in runtime.secrets_env_file on "

@@ -10,14 +10,13 @@ of slime's documentation are errors: a config file with ``--prefill-num-servers`
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from generator import __version__
 from generator.errors import SglGenError
+from generator.importers.common import deployment_name
 from generator.loader import load_file, parse_text
 from generator.options import Setting, apply_settings, parse_path
 from generator.pipeline import compile_plan  # noqa: F401 (re-exported for callers)
@@ -25,12 +24,6 @@ from generator.place import place
 from generator.resolve import resolve
 
 SCHEMA_LINE = "# yaml-language-server: $schema=../schemas/topology.schema.json"
-
-
-def _name_from(path: str | None) -> str:
-    stem = Path(path).stem if path else "slime"
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-_") or "slime"
-    return name if name[0].isalnum() else f"x{name}"
 
 
 def _legacy_pd(prefill_servers: int, total: int | None, per_engine: int | None) -> dict[str, Any]:
@@ -79,8 +72,9 @@ def import_slime(file: str | None, settings: list[Setting], *, prefill_num_serve
     if router_port is not None:
         extra.append(Setting(parse_path("sglang[0].router.port"), router_port,
                              "--sglang-router-port"))
-    if "name" not in (data.get("deployment") or {}):
-        extra.append(Setting(("deployment", "name"), _name_from(file), "(file name)"))
+    if "name" not in (data.get("deployment") or {}) and not any(
+            st.path == ("deployment", "name") for st in settings):
+        extra.append(Setting(("deployment", "name"), deployment_name(file, "slime"), "(file name)"))
     apply_settings(data, smap, extra)
     place(resolve(data, smap))  # every positioned error against the user's own file
     first = [k for k in ("deployment", "cluster", "runtime", "router") if k in data]
