@@ -93,6 +93,28 @@ def register(main: click.Group) -> None:
     _framework("skyrl", "SkyRL's generator section (backend: sglang) -> a commented topology; "
                         "fields it cannot map are reported on stderr.")
 
+    @import_group.command("rlinf")
+    @click.argument("file", type=click.Path(dir_okay=False))
+    @_common
+    @click.option("--component", default="rollout", show_default=True,
+                  help="The key under cluster.component_placement that runs the engines.")
+    @click.option("--args-key", help="Top-level key of the launcher args block "
+                                     "(default: router_server_args, or the one block with "
+                                     "server/router keys).")
+    @click.option("-o", "--output", help="Write the topology here instead of stdout.")
+    @_boundary
+    def import_rlinf_cmd(file: str, component: str, args_key: str | None, output: str | None,
+                         **kw: Any) -> None:
+        """RLinf's SGLang server + router config -> a commented topology; fields it cannot map
+        are reported on stderr."""
+        from generator.importers.rlinf import import_rlinf
+
+        text, unmapped = import_rlinf(file, _settings(kw), component=component,
+                                      args_key=args_key)
+        for line in unmapped:
+            click.echo(line, err=True)
+        _write_or_print(text, output)
+
     @main.group("export")
     def export_group() -> None:
         """Print what another framework needs from a plan."""

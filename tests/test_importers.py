@@ -369,6 +369,7 @@ IMPORTED_EXAMPLES = [
                              "--hf-checkpoint", "/models/Qwen3-30B-A3B"]),
     ("from-skyrl-parallel.yaml", ["skyrl", "sources/skyrl_sglang_parallel.yaml",
                                   "--hf-checkpoint", "/models/Qwen3-30B-A3B"]),
+    ("from-rlinf-rollout.yaml", ["rlinf", "sources/rlinf_sglang_server.yaml"]),
 ]
 
 
@@ -383,5 +384,143 @@ def test_imported_examples_are_what_the_importers_print_today(name, args, monkey
 def test_sources_match_the_seed_snippets():
     assert (EXAMPLES / "sources/slime_sglang_pd.yaml").read_text() == SEED_002_PD
     assert (EXAMPLES / "sources/roll_rlvr_config_sglang.yaml").read_text() == ROLL_SEED
+    assert (EXAMPLES / "sources/rlinf_sglang_server.yaml").read_text() == RLINF_SEED
     snippets = [t for _, t in skyrl_snippets()]
     assert (EXAMPLES / "sources/skyrl_sglang_parallel.yaml").read_text() in snippets
+
+
+# -- RLinf --------------------------------------------------------------------------------------
+
+# Seed 001 prints these configurations with their indentation flattened; here they are indented,
+# and the tests check them line by line against the seed.
+RLINF_SEED = """\
+cluster:
+  num_nodes: 1
+  component_placement:
+    rollout: all # <-- the key "rollout" is arbitrary; see below
+router_server_args: # <-- the top-level key is arbitrary; see below
+  model_path: /path/to/hf_model
+  tensor_parallel_size: 2
+  pipeline_parallel_size: 1
+  group_name: SGLangServerGroup
+  launch_server: True
+  server: # forwarded as ServerArgs(**)
+    model_path: ${..model_path}
+    tp_size: ${..tensor_parallel_size}
+    pp_size: ${..pipeline_parallel_size}
+    mem_fraction_static: 0.85
+    max_running_requests: 64
+    attention_backend: triton
+    log_level: warning
+  router_group_name: SGLangRouterGroup
+  launch_router: True
+  router: # forwarded as launch_router CLI flags
+    policy: cache_aware
+    log_level: warn
+    worker_startup_timeout_secs: 1800
+    request_timeout_secs: 1800
+"""
+RLINF_NODE_GROUP_HEAD = """\
+cluster:
+  num_nodes: 2
+  component_placement:
+    rollout:
+      node_group: rollout_gpu # which group to land on
+      placement: all # use all hardware ranks in that group
+  node_groups:
+    - label: rollout_gpu
+      node_ranks: 1 # node rank 1 hosts the engines
+    - label: test
+      node_ranks: 0 # node rank 0 is free for other work
+"""
+
+
+def _seed_lines(n: str) -> list[str]:
+    need_path(SEEDS, "the seeds beside the checkout (../shared/seeds, as in CI)")
+    (seed,) = SEEDS.glob(f"{n}_*.txt")
+    return seed.read_text().splitlines()
+
+
+@pytest.mark.parametrize("snippet", [RLINF_SEED, RLINF_NODE_GROUP_HEAD])
+def test_rlinf_configs_are_the_seeds(snippet):
+    text = _seed_lines("001")
+    flat = [line.strip().replace("- ", "", 1) if line.strip().startswith("- ") else line.strip()
+            for line in snippet.splitlines()]
+    start = text.index(flat[0], text.index(flat[1]) - 1)
+    got = [t.replace("- ", "", 1) if t.startswith("- ") else t
+           for t in text[start:start + len(flat)]]
+    assert got == flat
+
+
+def _rlinf(tmp_path: Path, text: str, *args: str):
+    src = write_topo(tmp_path, text, "rlinf.yaml")
+    r = run_cli("import", "rlinf", str(src), *args)
+    return src, r
+
+
+def test_import_rlinf_flat_placement(tmp_path):
+    src, r = _rlinf(tmp_path, RLINF_SEED)
+    assert r.exit_code == 0, r.output
+    assert r.stderr.splitlines() == [
+        f"{src}:9:3: warning: router_server_args.group_name: not mapped: a Ray worker-group name",
+        f"{src}:19:3: warning: router_server_args.router_group_name: not mapped: a Ray "
+        "worker-group name"]
+    out = tmp_path / "out.yaml"
+    out.write_text(r.stdout)
+    plan = compile_plan(out)
+    (m,) = plan.models
+    assert m.model_path == "/path/to/hf_model" and len(plan.nodes) == 1
+    assert [(e.tp_size, e.placements[0].gpus) for e in m.engines] == [
+        (2, (0, 1)), (2, (2, 3)), (2, (4, 5)), (2, (6, 7))]
+    assert m.router.policy == "cache_aware"
+    argv = list(m.router.argv)
+    assert argv[argv.index("--log-level") + 1] == "warn"
+    eargv = list(m.engines[0].argv)
+    assert eargv[eargv.index("--attention-backend") + 1] == "triton"
+
+
+def test_import_rlinf_node_group_lands_on_its_nodes(tmp_path):
+    text = RLINF_NODE_GROUP_HEAD + RLINF_SEED[RLINF_SEED.index("router_server_args"):]
+    src, r = _rlinf(tmp_path, text, "--gpus-per-node", "4")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out.yaml"
+    out.write_text(r.stdout)
+    plan = compile_plan(out)
+    (m,) = plan.models
+    assert {p.node for e in m.engines for p in e.placements} == {1}
+    assert len(m.engines) == 2
+
+
+@pytest.mark.parametrize("change,message", [
+    (("rollout: all", "rollout: 0-1:0-3,3-5"),
+     "4:14: cluster.component_placement.rollout: placement '0-1:0-3,3-5' names node and "
+     "accelerator ranks: RLinf builds a FlexiblePlacementStrategy for it, which sgl-gen cannot "
+     "express (hint: use 'all' or a contiguous range of hardware ranks)"),
+    (("rollout: all", "rollout: 0-1,4-5"),
+     "4:14: cluster.component_placement.rollout: hardware ranks are not contiguous (RLinf "
+     "requires it for the flat-rank launcher)"),
+    (("rollout: all", "rollout: 0-4"),
+     "4:14: cluster.component_placement.rollout: 5 GPUs are not a multiple of "
+     "tensor_parallel_size x pipeline_parallel_size = 2"),
+    (("    log_level: warning\n", "    log_level: warning\n    port: 30000\n"),
+     "19:5: router_server_args.server.port: 'port' is filled in at run time (by RLinf, and by "
+     "sgl-gen) (hint: leave it unset, as RLinf's guide says)"),
+    (("    log_level: warn\n", "    log_levle: warn\n"),
+     "23:5: router_server_args.router.log_levle: unknown sglang-router 0.3.2 argument "
+     "'log_levle' (hint: did you mean 'log_level'?)"),
+    (("    tp_size: ${..tensor_parallel_size}", "    tp_size: 4"),
+     "13:14: router_server_args.server.tp_size: tp_size: 4 differs from the args block's "
+     "tensor_parallel_size 2 (hint: write ${..tensor_parallel_size} as RLinf's guide does)"),
+])
+def test_rlinf_errors_are_positioned_in_the_rlinf_file(tmp_path, change, message):
+    src, r = _rlinf(tmp_path, RLINF_SEED.replace(*change))
+    assert r.exit_code == 1, r.output
+    assert r.stderr.splitlines()[0] == f"{src}:{message}"
+
+
+def test_rlinf_unknown_component_did_you_mean(tmp_path):
+    src, r = _rlinf(tmp_path, RLINF_SEED, "--component", "rolout")
+    assert r.exit_code == 1
+    assert r.stderr.splitlines() == [
+        f"{src}:3:3: cluster.component_placement: no placement for component 'rolout' "
+        "(hint: did you mean 'rollout'?)"]
