@@ -60,6 +60,8 @@ def placement_argv(rank0: tuple[Any, ...], e: Engine, p: Placement) -> tuple[Any
     out[i + 1] = str(p.node_rank)
     if p.port is not None:
         out[out.index("--port") + 1] = str(p.port)
+    # every rank binds its own node's address (ranks >= 1 serve a health endpoint there)
+    out[out.index("--host") + 1] = p.address
     return tuple(out)
 
 

@@ -150,3 +150,14 @@ def test_hosts_node_groups_pin_models():
     assert by["actor"].router.policy == "consistent_hashing"
     assert by["judge"].router.policy == "round_robin"
     assert plan.nodes[0].workdir == "/srv/sgl-gen"
+
+
+def test_every_rank_binds_its_own_address():
+    plan = plan_of(EXAMPLES / "multinode-16gpu.yaml")
+    for m in plan.models:
+        for e in m.engines:
+            for p in e.placements:
+                argv = list(p.argv)
+                assert argv[argv.index("--host") + 1] == p.address
+                assert argv[argv.index("--dist-init-addr") + 1].startswith(
+                    e.placements[0].address + ":")

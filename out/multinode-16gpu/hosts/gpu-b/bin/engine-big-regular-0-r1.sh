@@ -11,7 +11,7 @@ export CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7
 mkdir -p "$SGLGEN_ROOT/logs"
 exec /opt/sglang/bin/python -m sglang.launch_server \
   --model-path /models/DeepSeek-V3 \
-  --host 10.0.0.11 \
+  --host 10.0.0.12 \
   --port 31000 \
   --tp-size 16 \
   --nccl-port 32000 \
