@@ -98,10 +98,10 @@ def plan_cmd(file: str, as_json: bool, local: bool, **kw: Any) -> None:
 
 
 def _targets(value: str | None, plan: Any) -> tuple[str, ...]:
-    from generator.render import AVAILABLE_TARGETS
+    from generator.render import AVAILABLE_TARGETS, default_targets
 
     if value is None:
-        return ("bash", "systemd")
+        return default_targets(plan)
     names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
     for n in names:
         if n not in AVAILABLE_TARGETS:
@@ -116,7 +116,8 @@ def _targets(value: str | None, plan: Any) -> tuple[str, ...]:
 @click.option("-o", "--output", "out_dir", default="out", show_default=True,
               help="Output directory; files go to OUTPUT/<deployment>/.")
 @click.option("--target", "target", metavar="LIST",
-              help="Comma-separated targets: bash,systemd (default: bash,systemd).")
+              help="Comma-separated targets: bash,systemd,slurm (default: bash,systemd, plus slurm "
+                   "when the topology has cluster.slurm).")
 @click.option("--rehearse", is_flag=True,
               help="Swap the engine command for the stdlib rehearsal engine; nothing else changes.")
 @click.option("--local", is_flag=True, help="Map every node to 127.0.0.1 (as `up --local`).")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from generator.paths import EXAMPLES, ROOT
 from generator.pipeline import compile_plan
-from generator.render import Artifact, render
+from generator.render import Artifact, default_targets, render
 from generator.write import diff_tree, write_tree
 
 OUT = ROOT / "out"
@@ -24,7 +24,7 @@ def example_renders() -> dict[str, tuple[Path, dict[str, Artifact]]]:
     out: dict[str, tuple[Path, dict[str, Artifact]]] = {}
     for ex in sorted(EXAMPLES.glob("*.yaml")):
         plan = compile_plan(ex)
-        targets = ("bash", "systemd")
+        targets = default_targets(plan)
         if plan.name in out:
             raise SystemExit(f"{ex}: deployment name {plan.name!r} is used by two examples")
         out[plan.name] = (ex, render(plan, targets))

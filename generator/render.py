@@ -30,7 +30,7 @@ from generator.paths import ROOT, TEMPLATES
 from generator.planfile import plan_json, pretty_json
 from generator.report import gpu_ranges
 
-AVAILABLE_TARGETS = ("bash", "systemd")
+AVAILABLE_TARGETS = ("bash", "systemd", "slurm")
 REHEARSAL_SOURCE = ROOT / "generator" / "rehearsal.py"
 MODE_EXEC = 0o755
 MODE_FILE = 0o644
@@ -212,6 +212,11 @@ def _json(data: Any) -> str:
     return pretty_json(data)
 
 
+def default_targets(plan: Plan) -> tuple[str, ...]:
+    """bash and systemd, plus slurm when the topology has a ``cluster.slurm`` section."""
+    return ("bash", "systemd", "slurm") if plan.topology.slurm is not None else ("bash", "systemd")
+
+
 def render(plan: Plan, targets: tuple[str, ...] = ("bash", "systemd"),
            rehearse: bool = False) -> dict[str, Artifact]:
     """Every artifact of the plan, keyed by path relative to ``<out>/<deployment>/``."""
@@ -252,6 +257,11 @@ def render(plan: Plan, targets: tuple[str, ...] = ("bash", "systemd"),
         from generator.slurm import render_sbatch
 
         arts[f"slurm/{plan.name}.sbatch"] = Artifact(render_sbatch(plan, rehearse), MODE_EXEC)
+        if rehearse:  # the sbatch runs them from lib/ beside itself
+            arts["slurm/lib/rehearsal.py"] = Artifact(
+                REHEARSAL_SOURCE.read_text(encoding="utf-8"), MODE_EXEC)
+            arts[f"slurm/lib/sglang-{t.sglang_version}.json"] = Artifact(
+                catalog_path(t.sglang_version).read_text(encoding="utf-8"))
     arts["README.md"] = Artifact(_tmpl("README.md.j2", gpu_map=_gpu_map(plan),
                                        mermaid=_mermaid(plan), gpu_ranges=gpu_ranges,
                                        targets=targets, **common))
