@@ -203,3 +203,25 @@ def test_container_variants(tmp_path, kind):
     r = subprocess.run([shellcheck, "--severity=style", str(out / "slurm" / "slurm-e2e.sbatch")],
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout == "", r.stdout
+
+
+@pytest.mark.parametrize("job_name", ["a 0", "a'; echo foo"])
+def test_hostile_job_names_and_output_paths_reach_slurm_byte_exact(cluster, tmp_path, job_name):
+    out_path = tmp_path / "out dir" / "it's $(x)-%j.out"
+    out_path.parent.mkdir()
+    topo = write_topo(tmp_path, TOPO.replace(
+        'job_name: "sgl e2e"', f"job_name: {json.dumps(job_name)}, output: {json.dumps(str(out_path))}"))
+    plan = plan_of(topo)
+    write_tree(tmp_path / "r", render(plan, ("slurm",), rehearse=True))
+    sbatch = tmp_path / "r" / "slurm" / f"{plan.name}.sbatch"
+    r = subprocess.run(["sbatch", "--parsable", "--hold", str(sbatch)], cwd=tmp_path,
+                       env=cluster.env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().split(";")[0]
+    try:
+        show = subprocess.run(["scontrol", "show", "job", job], env=cluster.env,
+                              capture_output=True, text=True, check=True).stdout
+        assert f"JobName={job_name}\n" in show or f"JobName={job_name} " in show, show
+        assert f"StdOut={str(out_path).replace('%j', job)}\n" in show, show
+    finally:
+        subprocess.run(["scancel", job], env=cluster.env, check=False)
