@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -25,28 +27,7 @@ def _import(tmp_path: Path, *args: str) -> tuple[Path, str]:
     return out, r.stdout
 
 
-SEED_002_PD = """\
-sglang:
-  - name: actor
-    update_weights: true
-    server_groups:
-      - worker_type: prefill
-        num_gpus: 4
-        num_gpus_per_engine: 2
-        overrides:
-          chunked_prefill_size: 8192
-      - worker_type: decode
-        num_gpus: 12
-        num_gpus_per_engine: 4
-        overrides:
-          mem_fraction_static: 0.88
-"""
-
-
-def test_seed_002_pd_config_is_quoted_as_the_seed_writes_it():
-    need_path(SEEDS, "the seeds beside the checkout (../shared/seeds, as in CI)")
-    (seed,) = SEEDS.glob("002_*.txt")
-    assert SEED_002_PD in seed.read_text()
+SEED_002_PD = (EXAMPLES / "sources" / "slime_sglang_pd.yaml").read_text()
 
 
 def test_import_slime_pd_keeps_everything_and_validates(tmp_path):
@@ -170,37 +151,7 @@ def test_routing_headers():
 
 # -- ROLL ---------------------------------------------------------------------------------------
 
-# The seed (003) prints this configuration with its indentation flattened; this is the same text
-# indented, and the test below checks it line by line against the seed.
-ROLL_SEED = """\
-actor_infer:
-  model_args:
-    disable_gradient_checkpointing: true
-    dtype: bf16
-  generating_args:
-    max_new_tokens: ${response_length}
-    top_p: 0.99
-    top_k: 100
-    num_beams: 1
-    temperature: 0.99
-    num_return_sequences: ${num_return_sequences_in_group}
-  strategy_args:
-    strategy_name: sglang
-    strategy_config:
-      mem_fraction_static: 0.7
-      load_format: dummy
-  num_gpus_per_worker: 2
-  device_mapping: list(range(0,24))
-"""
-
-
-def test_roll_config_is_the_seeds():
-    need_path(SEEDS, "the seeds beside the checkout (../shared/seeds, as in CI)")
-    (seed,) = SEEDS.glob("003_*.txt")
-    flat = [line.strip() for line in ROLL_SEED.splitlines()]
-    text = seed.read_text().splitlines()
-    start = text.index(flat[0])
-    assert text[start:start + len(flat)] == flat
+ROLL_SEED = (EXAMPLES / "sources" / "roll_rlvr_config_sglang.yaml").read_text()
 
 
 def test_import_roll_seed_24_gpus_2_per_worker_is_12_engines(tmp_path):
@@ -264,60 +215,6 @@ def test_roll_errors_are_positioned_in_the_roll_file(tmp_path, change, message):
 
 # -- SkyRL --------------------------------------------------------------------------------------
 
-def skyrl_snippets() -> list[tuple[int, str]]:
-    """Every ``.. code-block:: yaml`` of the SkyRL seed (004) that configures the generator."""
-    need_path(SEEDS, "the seeds beside the checkout (../shared/seeds, as in CI)")
-    (seed,) = SEEDS.glob("004_*.txt")
-    lines = seed.read_text().splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        if line.strip() != ".. code-block:: yaml":
-            continue
-        j, body = i + 1, []
-        while j < len(lines) and (not lines[j].strip() or lines[j].startswith("   ")):
-            body.append(lines[j][3:])
-            j += 1
-        text = "\n".join(body).strip("\n") + "\n"
-        if "generator:" in text:
-            out.append((i + 1, text))
-    return out
-
-
-def test_every_skyrl_snippet_imports_validates_and_renders(tmp_path):
-    import yaml
-
-    from generator.render import render
-
-    snippets = skyrl_snippets()
-    assert len(snippets) >= 15
-    for line, text in snippets:
-        doc = yaml.safe_load(text)
-        # the snippets are fragments of an SGLang guide: the ones that omit it run with
-        # backend: sglang, the guide's premise (SkyRL's own default is vllm)
-        doc["generator"].setdefault("backend", "sglang")
-        src = tmp_path / f"seed-{line}.yaml"
-        src.write_text(yaml.safe_dump(doc))
-        r = run_cli("import", "skyrl", str(src), "--hf-checkpoint", "/m")
-        assert r.exit_code == 0, (line, r.output)
-        out = tmp_path / f"seed-{line}.topo.yaml"
-        out.write_text(r.stdout)
-        plan = compile_plan(out)
-        render(plan)
-        gen = doc["generator"]
-        (m,) = plan.models
-        tp = gen.get("inference_engine_tensor_parallel_size", 1)
-        pp = gen.get("inference_engine_pipeline_parallel_size", 1)
-        n = gen.get("num_inference_engines", 1) * gen.get("inference_engine_data_parallel_size", 1)
-        assert [(e.tp_size, e.pp_size) for e in m.engines] == [(tp, pp)] * n, line
-        known = {"backend", "engine_init_kwargs", "gpu_memory_utilization", "enable_lora",
-                 "max_num_batched_tokens", "max_num_seqs", "num_inference_engines",
-                 "inference_engine_tensor_parallel_size", "inference_engine_pipeline_parallel_size",
-                 "inference_engine_data_parallel_size", "inference_engine_expert_parallel_size"}
-        reported = {w.split(": ")[2] for w in r.stderr.splitlines()}
-        assert reported == {f"generator.{k}" for k in gen if k not in known} | {
-            ".".join(map(str, p)) for p in _leaves(doc.get("trainer"), ("trainer",))}, line
-
-
 def _leaves(data, path):
     if isinstance(data, dict):
         for k, v in data.items():
@@ -362,94 +259,10 @@ def test_skyrl_vllm_backend_is_an_error(tmp_path):
         "generator.backend: sglang)"]
 
 
-IMPORTED_EXAMPLES = [
-    ("from-slime-pd.yaml", ["slime", "sources/slime_sglang_pd.yaml", "--rollout-num-gpus", "16",
-                            "--hf-checkpoint", "/models/Qwen3-8B"]),
-    ("from-roll-rlvr.yaml", ["roll", "sources/roll_rlvr_config_sglang.yaml",
-                             "--hf-checkpoint", "/models/Qwen3-30B-A3B"]),
-    ("from-skyrl-parallel.yaml", ["skyrl", "sources/skyrl_sglang_parallel.yaml",
-                                  "--hf-checkpoint", "/models/Qwen3-30B-A3B"]),
-    ("from-rlinf-rollout.yaml", ["rlinf", "sources/rlinf_sglang_server.yaml"]),
-]
-
-
-@pytest.mark.parametrize("name,args", IMPORTED_EXAMPLES, ids=[n for n, _ in IMPORTED_EXAMPLES])
-def test_imported_examples_are_what_the_importers_print_today(name, args, monkeypatch):
-    monkeypatch.chdir(EXAMPLES)
-    r = run_cli("import", *args, "--set", f"deployment.name={name.removesuffix('.yaml')}")
-    assert r.exit_code == 0, r.output
-    assert r.stdout == (EXAMPLES / name).read_text()
-
-
-def test_sources_match_the_seed_snippets():
-    assert (EXAMPLES / "sources/slime_sglang_pd.yaml").read_text() == SEED_002_PD
-    assert (EXAMPLES / "sources/roll_rlvr_config_sglang.yaml").read_text() == ROLL_SEED
-    assert (EXAMPLES / "sources/rlinf_sglang_server.yaml").read_text() == RLINF_SEED
-    snippets = [t for _, t in skyrl_snippets()]
-    assert (EXAMPLES / "sources/skyrl_sglang_parallel.yaml").read_text() in snippets
-
-
 # -- RLinf --------------------------------------------------------------------------------------
 
-# Seed 001 prints these configurations with their indentation flattened; here they are indented,
-# and the tests check them line by line against the seed.
-RLINF_SEED = """\
-cluster:
-  num_nodes: 1
-  component_placement:
-    rollout: all # <-- the key "rollout" is arbitrary; see below
-router_server_args: # <-- the top-level key is arbitrary; see below
-  model_path: /path/to/hf_model
-  tensor_parallel_size: 2
-  pipeline_parallel_size: 1
-  group_name: SGLangServerGroup
-  launch_server: True
-  server: # forwarded as ServerArgs(**)
-    model_path: ${..model_path}
-    tp_size: ${..tensor_parallel_size}
-    pp_size: ${..pipeline_parallel_size}
-    mem_fraction_static: 0.85
-    max_running_requests: 64
-    attention_backend: triton
-    log_level: warning
-  router_group_name: SGLangRouterGroup
-  launch_router: True
-  router: # forwarded as launch_router CLI flags
-    policy: cache_aware
-    log_level: warn
-    worker_startup_timeout_secs: 1800
-    request_timeout_secs: 1800
-"""
-RLINF_NODE_GROUP_HEAD = """\
-cluster:
-  num_nodes: 2
-  component_placement:
-    rollout:
-      node_group: rollout_gpu # which group to land on
-      placement: all # use all hardware ranks in that group
-  node_groups:
-    - label: rollout_gpu
-      node_ranks: 1 # node rank 1 hosts the engines
-    - label: test
-      node_ranks: 0 # node rank 0 is free for other work
-"""
-
-
-def _seed_lines(n: str) -> list[str]:
-    need_path(SEEDS, "the seeds beside the checkout (../shared/seeds, as in CI)")
-    (seed,) = SEEDS.glob(f"{n}_*.txt")
-    return seed.read_text().splitlines()
-
-
-@pytest.mark.parametrize("snippet", [RLINF_SEED, RLINF_NODE_GROUP_HEAD])
-def test_rlinf_configs_are_the_seeds(snippet):
-    text = _seed_lines("001")
-    flat = [line.strip().replace("- ", "", 1) if line.strip().startswith("- ") else line.strip()
-            for line in snippet.splitlines()]
-    start = text.index(flat[0], text.index(flat[1]) - 1)
-    got = [t.replace("- ", "", 1) if t.startswith("- ") else t
-           for t in text[start:start + len(flat)]]
-    assert got == flat
+RLINF_SEED = (EXAMPLES / "sources" / "rlinf_sglang_server.yaml").read_text()
+RLINF_NODE_GROUP = (EXAMPLES / "sources" / "rlinf_sglang_node_group.yaml").read_text()
 
 
 def _rlinf(tmp_path: Path, text: str, *args: str):
@@ -480,8 +293,7 @@ def test_import_rlinf_flat_placement(tmp_path):
 
 
 def test_import_rlinf_node_group_lands_on_its_nodes(tmp_path):
-    text = RLINF_NODE_GROUP_HEAD + RLINF_SEED[RLINF_SEED.index("router_server_args"):]
-    src, r = _rlinf(tmp_path, text, "--gpus-per-node", "4")
+    src, r = _rlinf(tmp_path, RLINF_NODE_GROUP, "--gpus-per-node", "4")
     assert r.exit_code == 0, r.output
     out = tmp_path / "out.yaml"
     out.write_text(r.stdout)
@@ -489,6 +301,7 @@ def test_import_rlinf_node_group_lands_on_its_nodes(tmp_path):
     (m,) = plan.models
     assert {p.node for e in m.engines for p in e.placements} == {1}
     assert len(m.engines) == 2
+    assert m.router.node == 0  # RLinf starts its router on node 0, wherever the engines are
 
 
 @pytest.mark.parametrize("change,message", [
@@ -524,3 +337,480 @@ def test_rlinf_unknown_component_did_you_mean(tmp_path):
     assert r.stderr.splitlines() == [
         f"{src}:3:3: cluster.component_placement: no placement for component 'rolout' "
         "(hint: did you mean 'rollout'?)"]
+
+
+# -- every YAML snippet of the seeds --------------------------------------------------------------
+#
+# The seeds are the guides of slime (000, 002), RLinf (001), ROLL (003) and SkyRL (004). 000, 001
+# and 003 print their YAML with the indentation flattened away; each such snippet has an indented
+# copy in examples/sources/ that must equal it line by line once flattened. 002 and 004 keep their
+# indentation and are read as they are. A snippet added to a seed fails
+# test_every_seed_snippet_is_known until it has a source (flattened seeds) and an entry in
+# SEED_CONFIGS (expected engines, TP sizes and GPUs, as the seed's text says) or, for SkyRL, is
+# checked against its own numbers.
+
+SOURCES = EXAMPLES / "sources"
+_KEY = re.compile(r"(- )?[A-Za-z_][\w.]*:( .*)?")
+_START = re.compile(r"[a-z_]+:\s*(#.*)?")
+_PLACEHOLDER = re.compile(r":\s+<\w+>")
+SAME_AS_ABOVE = "# ... same as the single-node config above ..."
+IMPORTER = {"000": "slime", "001": "rlinf", "002": "slime", "003": "roll", "004": "skyrl"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Snippet:
+    seed: str
+    line: int
+    text: str              # importable YAML (a flattened snippet: its indented copy in sources/)
+    source: str | None     # the examples/sources/ file it is
+    launch: tuple[str, ...]  # the seed's `python train.py` flags right after it
+
+
+def _flat(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _seed_text(n: str) -> list[str]:
+    need_path(SEEDS, "the seeds beside the checkout (../shared/seeds, as in CI)")
+    (seed,) = SEEDS.glob(f"{n}_*.txt")
+    return seed.read_text().splitlines()
+
+
+def _launch(lines: list[str], j: int) -> tuple[str, ...]:
+    """The flags of a `python train.py \\ ... \\ ...` command following line j (a heading such
+    as "Launch with:" and blank lines may come between)."""
+    while j < len(lines) and (not lines[j].strip() or lines[j].strip().endswith(":")):
+        j += 1
+    if j >= len(lines) or not lines[j].strip().startswith("python train.py"):
+        return ()
+    tokens: list[str] = []
+    for line in lines[j + 1:]:
+        if line.strip() == "...":
+            break
+        tokens += line.replace("\\", " ").split()
+    return tuple(tokens)
+
+
+def _plain_snippets(n: str) -> tuple[list[Snippet], list[int]]:
+    """Snippets of a plain-text seed, and the lines of format references (`key: <type>`)."""
+    lines = _seed_text(n)
+    found: list[tuple[int, list[str], tuple[str, ...]]] = []
+    refs: list[int] = []
+    i = 0
+    while i < len(lines):
+        if not _START.fullmatch(lines[i]):
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and lines[j].strip() and (
+                _KEY.fullmatch(lines[j].strip()) or lines[j].strip().startswith("#")):
+            j += 1
+        body = lines[i:j]
+        if any(_PLACEHOLDER.search(b) for b in body):
+            refs.append(i + 1)
+        else:
+            found.append((i + 1, body, _launch(lines, j)))
+        i = j
+    sources = {p.name: p.read_text() for p in sorted(SOURCES.glob("*.yaml"))}
+    out: list[Snippet] = []
+    previous: list[str] = []
+    for line, body, launch in found:
+        indented = any(b[:1].isspace() for b in body[1:])
+        if indented:
+            text = textwrap.dedent("\n".join(body)) + "\n"
+            name = next((k for k, v in sources.items() if v == text), None)
+        else:
+            want = [b.strip() for b in body]
+            if want[-1] == SAME_AS_ABOVE:
+                # "same as the single-node config above": the block the line before it opens
+                # continues with that block of the previous snippet
+                keys = [b.split("#")[0].strip() for b in previous]
+                want += previous[keys.index(want[-2].split("#")[0].strip()) + 1:]
+            name = next((k for k, v in sources.items() if _flat(v) == want), None)
+            text = sources[name] if name else ""
+            previous = [b.strip() for b in body]
+        out.append(Snippet(n, line, text, name, launch))
+    return out, refs
+
+
+def _rst_yaml_blocks(n: str) -> list[Snippet]:
+    """Every `.. code-block:: yaml` of an RST seed, dedented."""
+    lines = _seed_text(n)
+    sources = {p.read_text(): p.name for p in sorted(SOURCES.glob("*.yaml"))}
+    out = []
+    for i, line in enumerate(lines):
+        if line.strip() != ".. code-block:: yaml":
+            continue
+        indent = len(line) - len(line.lstrip())
+        j, body = i + 1, []
+        while j < len(lines) and (not lines[j].strip()
+                                  or len(lines[j]) - len(lines[j].lstrip()) > indent):
+            body.append(lines[j])
+            j += 1
+        text = textwrap.dedent("\n".join(body)).strip("\n") + "\n"
+        out.append(Snippet(n, i + 1, text, sources.get(text), ()))
+    return out
+
+
+def seed_snippets() -> list[Snippet]:
+    out: list[Snippet] = []
+    for n in ("000", "001", "002", "003"):
+        out += _plain_snippets(n)[0]
+    return out + _rst_yaml_blocks("004")
+
+
+def _gpus(node: int, *gpus: int) -> str:
+    return f"{node}:{','.join(map(str, gpus))}"
+
+
+def layout(plan) -> dict[str, list[str]]:
+    """model -> ["<worker_type> tp<N>[ pp<M>] <node>:<gpu,...> ...", ..., "placeholder <n>:<...>"]"""
+    return {m.name: [f"{e.worker_type} tp{e.tp_size}" + (f" pp{e.pp_size}" if e.pp_size > 1 else "")
+                     + "".join(f" {_gpus(p.node, *p.gpus)}" for p in e.placements)
+                     for e in m.engines]
+            + [f"placeholder {_gpus(p.node, *p.gpus)}" for p in m.placeholders]
+            for m in plan.models}
+
+
+# source -> (example it is imported as, options beyond the seed's own command line, layout).
+# Layouts are what each seed's text says: engines = num_gpus / GPUs per engine, in file order.
+SEED_CONFIGS: dict[str, tuple[str, list[str], dict[str, list[str]]]] = {
+    # 000 "1. Basic": 8 GPUs / 2 per engine = 4 engines behind one router
+    "slime_sglang_basic.yaml": ("from-slime-basic", ["--hf-checkpoint", "/models/Qwen3-8B"], {
+        "default": [f"regular tp2 0:{g},{g + 1}" for g in (0, 2, 4, 6)]}),
+    # 000 "2. PD": 2 prefill engines TP=2, 3 decode engines TP=4, 16 GPUs
+    "slime_sglang_pd_000.yaml": ("from-slime-pd-basic", ["--hf-checkpoint", "/models/Qwen3-8B"], {
+        "actor": ["prefill tp2 0:0,1", "prefill tp2 0:2,3", "decode tp4 0:4,5,6,7",
+                  "decode tp4 1:0,1,2,3", "decode tp4 1:4,5,6,7"]}),
+    # 000 "3. Multi-Model": actor 8 GPUs TP4, ref and reward 4 GPUs TP2 each
+    "slime_sglang_multi_model.yaml": ("from-slime-multi-model", [], {
+        "actor": ["regular tp4 0:0,1,2,3", "regular tp4 0:4,5,6,7"],
+        "ref": ["regular tp2 1:0,1", "regular tp2 1:2,3"],
+        "reward": ["regular tp2 1:4,5", "regular tp2 1:6,7"]}),
+    # 000 "4. Multi-Model with PD": actor 2 prefill TP2 + 2 decode TP4, ref 2 x TP2
+    "slime_sglang_full.yaml": ("from-slime-full", ["--hf-checkpoint", "/models/Qwen3-8B"], {
+        "actor": ["prefill tp2 0:0,1", "prefill tp2 0:2,3", "decode tp4 0:4,5,6,7",
+                  "decode tp4 1:0,1,2,3"],
+        "ref": ["regular tp2 1:4,5", "regular tp2 1:6,7"]}),
+    # 000 "5. Placeholder": 3 engines of 2 GPUs, 2 GPUs reserved
+    "slime_sglang_placeholder.yaml": ("from-slime-placeholder",
+                                      ["--hf-checkpoint", "/models/Qwen3-8B"], {
+        "actor": ["regular tp2 0:0,1", "regular tp2 0:2,3", "regular tp2 0:4,5",
+                  "placeholder 0:6,7"]}),
+    # 000 "6. Per-Group ServerArgs Overrides": 8 GPUs TP4 = 2 engines
+    "slime_sglang_overrides.yaml": ("from-slime-overrides", ["--hf-checkpoint", "/models/Qwen3-8B"], {
+        "actor": ["regular tp4 0:0,1,2,3", "regular tp4 0:4,5,6,7"]}),
+    # 000 "Complete Example": 32 GPUs, actor 2 prefill TP2 + 3 decode TP4, ref/reward 2 x TP4
+    "slime_sglang_agent.yaml": ("from-slime-agent", [], {
+        "actor": ["prefill tp2 0:0,1", "prefill tp2 0:2,3", "decode tp4 0:4,5,6,7",
+                  "decode tp4 1:0,1,2,3", "decode tp4 1:4,5,6,7"],
+        "ref": ["regular tp4 2:0,1,2,3", "regular tp4 2:4,5,6,7"],
+        "reward": ["regular tp4 3:0,1,2,3", "regular tp4 3:4,5,6,7"]}),
+    # 002: the PD example with per-group overrides, 16 GPUs
+    "slime_sglang_pd.yaml": ("from-slime-pd", ["--hf-checkpoint", "/models/Qwen3-8B"], {
+        "actor": ["prefill tp2 0:0,1", "prefill tp2 0:2,3", "decode tp4 0:4,5,6,7",
+                  "decode tp4 1:0,1,2,3", "decode tp4 1:4,5,6,7"]}),
+    # 001: one node, `rollout: all`, TP 2 -> all 8 GPUs as 4 engines
+    "rlinf_sglang_server.yaml": ("from-rlinf-rollout", [], {
+        "rollout": [f"regular tp2 0:{g},{g + 1}" for g in (0, 2, 4, 6)]}),
+    # 001 node_group: node rank 1 hosts the engines, node rank 0 is free
+    "rlinf_sglang_node_group.yaml": ("from-rlinf-node-group", [], {
+        "rollout": [f"regular tp2 1:{g},{g + 1}" for g in (0, 2, 4, 6)]}),
+    # 003: len(device_mapping) 24 // num_gpus_per_worker 2 = 12 engines
+    "roll_rlvr_config_sglang.yaml": ("from-roll-rlvr", ["--hf-checkpoint", "/models/Qwen3-30B-A3B"], {
+        "actor-infer": [f"regular tp2 {k // 4}:{2 * (k % 4)},{2 * (k % 4) + 1}" for k in range(12)]}),
+    # 004 "Example with parallelism": 2 engines of TP 4 x PP 2
+    "skyrl_sglang_parallel.yaml": ("from-skyrl-parallel", ["--hf-checkpoint", "/models/Qwen3-30B-A3B"],
+                                   {"policy": ["regular tp4 pp2 0:0,1,2,3,4,5,6,7",
+                                               "regular tp4 pp2 1:0,1,2,3,4,5,6,7"]}),
+    # 004 "Full-Featured Configuration": 8 engines of TP 2 x PP 2
+    "skyrl_sglang_full.yaml": ("from-skyrl-full", ["--hf-checkpoint", "/models/Qwen2.5-7B-Instruct"], {
+        "policy": [f"regular tp2 pp2 {k // 2}:{4 * (k % 2)},{4 * (k % 2) + 1},{4 * (k % 2) + 2},"
+                   f"{4 * (k % 2) + 3}" for k in range(8)]}),
+    # 004 "MoE Model with Expert Parallelism": one engine of TP 4 (EP 4)
+    "skyrl_sglang_moe.yaml": ("from-skyrl-moe", ["--hf-checkpoint", "/models/Qwen3-30B-A3B"], {
+        "policy": ["regular tp4 0:0,1,2,3"]}),
+}
+#: the seed command-line flags `sgl-gen import slime` takes (the others configure training)
+SLIME_FLAGS = {"--rollout-num-gpus", "--rollout-num-gpus-per-engine", "--hf-checkpoint",
+               "--sglang-router-port", "--prefill-num-servers"}
+
+
+def _slime_launch(launch: tuple[str, ...]) -> list[str]:
+    out = []
+    for i, tok in enumerate(launch):
+        if tok in SLIME_FLAGS:
+            out += [tok, launch[i + 1]]
+    return out
+
+
+def _import_args(sn: Snippet, src: str) -> list[str]:
+    args = [IMPORTER[sn.seed], src]
+    if sn.source in SEED_CONFIGS:
+        args += _slime_launch(sn.launch) + SEED_CONFIGS[sn.source][1]
+    elif "--hf-checkpoint" not in _slime_launch(sn.launch):
+        args += ["--hf-checkpoint", "/models/m"]
+    return args
+
+
+def test_every_seed_snippet_is_known():
+    snippets = seed_snippets()
+    by_seed: dict[str, list[tuple[int, str | None]]] = {}
+    for sn in snippets:
+        by_seed.setdefault(sn.seed, []).append((sn.line, sn.source))
+    unknown = [(sn.seed, sn.line) for sn in snippets if sn.seed != "004" and sn.source is None]
+    assert unknown == [], "a seed snippet with no indented copy in examples/sources/"
+    assert [s for _, s in by_seed["000"]] == [
+        "slime_sglang_basic.yaml", "slime_sglang_pd_000.yaml", "slime_sglang_multi_model.yaml",
+        "slime_sglang_full.yaml", "slime_sglang_placeholder.yaml", "slime_sglang_overrides.yaml",
+        "slime_sglang_agent.yaml"]
+    assert _plain_snippets("000")[1] == [15]  # the field reference (`name: <model_name>`)
+    assert [s for _, s in by_seed["001"]] == ["rlinf_sglang_server.yaml",
+                                              "rlinf_sglang_node_group.yaml"]
+    assert [s for _, s in by_seed["002"]] == ["slime_sglang_pd.yaml"]
+    assert [s for _, s in by_seed["003"]] == ["roll_rlvr_config_sglang.yaml"]
+    assert len(by_seed["004"]) == 19 and all("generator:" in sn.text for sn in snippets
+                                              if sn.seed == "004")
+    assert sorted(s for _, s in by_seed["004"] if s) == [
+        "skyrl_sglang_full.yaml", "skyrl_sglang_moe.yaml", "skyrl_sglang_parallel.yaml"]
+    assert sorted(sn.source for sn in snippets if sn.source) == sorted(SEED_CONFIGS)
+    # every source is a seed snippet, and every seed configuration is an example
+    assert sorted(p.name for p in SOURCES.glob("*.yaml")) == sorted(SEED_CONFIGS)
+    assert sorted(p.stem for p in EXAMPLES.glob("from-*.yaml")) == sorted(
+        ex for ex, _, _ in SEED_CONFIGS.values())
+
+
+def test_seed_launch_commands_are_read():
+    got = {sn.source: _slime_launch(sn.launch) for sn in seed_snippets() if sn.launch}
+    assert got == {
+        "slime_sglang_basic.yaml": ["--rollout-num-gpus", "8", "--rollout-num-gpus-per-engine", "2"],
+        "slime_sglang_pd_000.yaml": ["--rollout-num-gpus", "16"],
+        "slime_sglang_multi_model.yaml": ["--rollout-num-gpus", "16",
+                                          "--hf-checkpoint", "/path/to/actor_model"],
+        "slime_sglang_agent.yaml": ["--hf-checkpoint", "/data/models/Qwen3-8B",
+                                    "--rollout-num-gpus", "32"],
+        "slime_sglang_pd.yaml": ["--rollout-num-gpus", "16"],
+    }
+
+
+def _skyrl_doc(text: str) -> dict:
+    import yaml
+
+    doc = yaml.safe_load(text)
+    # the snippets are fragments of an SGLang guide: the ones that omit it run with
+    # backend: sglang, the guide's premise (SkyRL's own default is vllm)
+    doc["generator"].setdefault("backend", "sglang")
+    return doc
+
+
+def test_every_seed_snippet_imports_validates_and_renders(tmp_path):
+    import yaml
+
+    from generator.render import render
+
+    snippets = seed_snippets()
+    assert len(snippets) == 30
+    for sn in snippets:
+        where = f"seed {sn.seed} line {sn.line}"
+        text = sn.text
+        if sn.seed == "004" and sn.source is None:
+            text = yaml.safe_dump(_skyrl_doc(text))
+        src = tmp_path / f"seed-{sn.seed}-{sn.line}.yaml"
+        src.write_text(text)
+        r = run_cli("import", *_import_args(sn, str(src)))
+        assert r.exit_code == 0, (where, r.output)
+        out = tmp_path / f"seed-{sn.seed}-{sn.line}.topo.yaml"
+        out.write_text(r.stdout)
+        plan = compile_plan(out)  # the imported topology needs no options
+        assert set(render(plan, ("bash", "systemd"))) >= {"plan.json", "endpoints.json"}, where
+        if sn.source in SEED_CONFIGS:
+            assert layout(plan) == SEED_CONFIGS[sn.source][2], where
+        if sn.seed == "004":
+            gen = _skyrl_doc(sn.text)["generator"]
+            tp = gen.get("inference_engine_tensor_parallel_size", 1)
+            pp = gen.get("inference_engine_pipeline_parallel_size", 1)
+            n = gen.get("num_inference_engines", 1) * gen.get("inference_engine_data_parallel_size",
+                                                              1)
+            w = tp * pp  # engines laid out on consecutive GPUs, 8 per node
+            assert layout(plan) == {"policy": [
+                f"regular tp{tp}" + (f" pp{pp}" if pp > 1 else "") + " "
+                + _gpus((k * w) // 8, *range((k * w) % 8, (k * w) % 8 + w)) for k in range(n)]}, where
+            known = {"backend", "engine_init_kwargs", "gpu_memory_utilization", "enable_lora",
+                     "enable_prefix_caching",
+                     "max_num_batched_tokens", "max_num_seqs", "num_inference_engines",
+                     "inference_engine_tensor_parallel_size",
+                     "inference_engine_pipeline_parallel_size",
+                     "inference_engine_data_parallel_size", "inference_engine_expert_parallel_size"}
+            doc = _skyrl_doc(sn.text)
+            reported = {w.split(": ")[2] for w in r.stderr.splitlines()}
+            assert reported == {f"generator.{k}" for k in gen if k not in known} | {
+                ".".join(map(str, p)) for p in _leaves(doc.get("trainer"), ("trainer",))}, where
+
+
+def test_slime_seed_models_keep_update_weights_and_paths(tmp_path):
+    sn = next(s for s in seed_snippets() if s.source == "slime_sglang_agent.yaml")
+    src = write_topo(tmp_path, sn.text, "sglang_agent.yaml")
+    out, _ = _import(tmp_path, str(src), *_slime_launch(sn.launch))
+    plan = compile_plan(out)
+    assert [(m.name, m.model_path, m.update_weights) for m in plan.models] == [
+        ("actor", "/data/models/Qwen3-8B", True), ("ref", "/data/models/Qwen3-32B", False),
+        ("reward", "/data/models/reward-model", False)]
+    assert [m.pd for m in plan.models] == [True, False, False]
+    assert plan.topology.total_gpus == 32
+
+
+@pytest.mark.parametrize("source", sorted(SEED_CONFIGS))
+def test_imported_examples_are_what_the_importers_print_today(source, monkeypatch):
+    example, extra, _ = SEED_CONFIGS[source]
+    sn = next(s for s in seed_snippets() if s.source == source)
+    monkeypatch.chdir(EXAMPLES)
+    r = run_cli("import", *_import_args(sn, f"sources/{source}"),
+                "--set", f"deployment.name={example}")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == (EXAMPLES / f"{example}.yaml").read_text()
+    assert layout(compile_plan(EXAMPLES / f"{example}.yaml")) == SEED_CONFIGS[source][2]
+
+
+# -- every "not mapped" report, exactly ---------------------------------------------------------
+
+def _import_ok(tmp_path: Path, importer: str, text: str, *args: str):
+    src = write_topo(tmp_path, text, f"{importer}.yaml")
+    r = run_cli("import", importer, str(src), *args)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / f"{importer}.topo.yaml"
+    out.write_text(r.stdout)
+    return src, r, compile_plan(out)
+
+
+def test_roll_reports_every_field_it_does_not_map(tmp_path):
+    src, r, plan = _import_ok(tmp_path, "roll", """\
+        pretrain: /models/qwen
+        actor_train:
+          strategy_args: {strategy_name: megatron_train}
+        actor_infer:
+          infer_batch_size: 16
+          data_args: {template: qwen}
+          strategy_args:
+            strategy_name: sglang
+            strategy_version: "0.5"
+            strategy_config: {mem_fraction_static: 0.7}
+          num_gpus_per_worker: 2
+          device_mapping: list(range(8,16))
+        """)
+    expected = [
+        f"{src}:2:1: warning: actor_train: not mapped: 'actor_train' is not the SGLang inference "
+        "component",
+        f"{src}:5:3: warning: actor_infer.infer_batch_size: not mapped: SGLang batches continuously",
+        f"{src}:6:3: warning: actor_infer.data_args: not mapped: not an SGLang serving setting",
+        f"{src}:9:5: warning: actor_infer.strategy_args.strategy_version: not mapped: not a ROLL "
+        "SGLang strategy field sgl-gen knows"]
+    assert r.stderr.splitlines() == expected
+    # the same lines head the output, as comments
+    assert [f"# {line}" for line in expected] == [
+        line for line in r.stdout.splitlines() if line.startswith(f"# {src}:")]
+    (m,) = plan.models
+    assert m.model_path == "/models/qwen"  # pretrain
+    assert layout(plan) == {"actor-infer": [
+        "regular tp2 1:0,1", "regular tp2 1:2,3", "regular tp2 1:4,5", "regular tp2 1:6,7",
+        "placeholder 0:0,1,2,3,4,5,6,7"]}
+
+
+def test_skyrl_reports_every_field_it_does_not_map(tmp_path):
+    src, r, plan = _import_ok(tmp_path, "skyrl", """\
+        generator:
+          backend: sglang
+          num_inference_engines: 2
+          enable_prefix_caching: false
+          weight_sync_backend: nccl
+        trainer:
+          placement: {colocate_all: true, policy_num_gpus_per_node: 4}
+          policy: {model: {path: /models/policy}}
+        environment: {env_class: gsm8k}
+        """)
+    assert r.stderr.splitlines() == [
+        f"{src}:5:3: warning: generator.weight_sync_backend: not mapped: a SkyRL generator "
+        "setting with no SGLang server equivalent",
+        f"{src}:7:15: warning: trainer.placement.colocate_all: not mapped: a trainer setting "
+        "(only trainer.policy.model.path is read)",
+        f"{src}:7:35: warning: trainer.placement.policy_num_gpus_per_node: not mapped: a trainer "
+        "setting (only trainer.policy.model.path is read)",
+        f"{src}:9:1: warning: environment: not mapped: not part of SkyRL's inference engines"]
+    (m,) = plan.models
+    assert m.model_path == "/models/policy"
+    assert [list(e.argv).count("--disable-radix-cache") for e in m.engines] == [1, 1]
+
+
+def test_skyrl_prefix_caching_on_is_sglangs_default(tmp_path):
+    _, r, plan = _import_ok(tmp_path, "skyrl", """\
+        generator: {backend: sglang, enable_prefix_caching: true}
+        """, "--hf-checkpoint", "/m")
+    assert r.stderr == ""
+    assert "--disable-radix-cache" not in plan.models[0].engines[0].argv
+    src = write_topo(tmp_path, "generator: {backend: sglang, enable_prefix_caching: maybe}\n")
+    r = run_cli("import", "skyrl", str(src), "--hf-checkpoint", "/m")
+    assert r.exit_code == 1
+    assert r.stderr.splitlines() == [
+        f"{src}:1:53: generator.enable_prefix_caching: expected true or false, got 'maybe'"]
+
+
+def test_rlinf_reports_every_field_it_does_not_map(tmp_path):
+    src, r, plan = _import_ok(tmp_path, "rlinf", """\
+        cluster:
+          num_nodes: 2
+          component_placement:
+            actor: 0-7
+            rollout: {node_group: gpus, placement: 0-3, accelerator_type: cuda}
+          node_groups:
+            - {label: gpus, node_ranks: 1, env_configs: {PYTHONPATH: /x}}
+          hardware: {type: robot}
+        runner: {max_epochs: 1}
+        rollout_args:
+          model_path: /m
+          tensor_parallel_size: 2
+          launch_server: False
+          launch_router: False
+          group_name: G
+          sampling: {temperature: 1}
+          server: {mem_fraction_static: 0.8}
+          router: {policy: round_robin}
+        """, "--args-key", "rollout_args")
+    assert r.stderr.splitlines() == [
+        f"{src}:4:5: warning: cluster.component_placement.actor: not mapped: another component "
+        "(importing 'rollout')",
+        f"{src}:5:49: warning: cluster.component_placement.rollout.accelerator_type: not mapped: "
+        "not a placement field RLinf's launcher reads",
+        f"{src}:7:36: warning: cluster.node_groups[0].env_configs: not mapped: node-group "
+        "hardware/env settings are RLinf's",
+        f"{src}:8:3: warning: cluster.hardware: not mapped: not a placement setting sgl-gen reads",
+        f"{src}:9:1: warning: runner: not mapped: not part of the SGLang launcher config "
+        "(rollout_args)",
+        f"{src}:13:3: warning: rollout_args.launch_server: not mapped: sgl-gen always starts the "
+        "engines",
+        f"{src}:14:3: warning: rollout_args.launch_router: not mapped: sgl-gen always starts one "
+        "router per model",
+        f"{src}:15:3: warning: rollout_args.group_name: not mapped: a Ray worker-group name",
+        f"{src}:16:3: warning: rollout_args.sampling: not mapped: not a launcher setting sgl-gen "
+        "knows"]
+    assert layout(plan) == {"rollout": ["regular tp2 1:0,1", "regular tp2 1:2,3"]}
+    assert plan.models[0].router.policy == "round_robin"
+
+
+@pytest.mark.parametrize("change,message", [
+    (("  component_placement:\n    rollout: all # <-- the key \"rollout\" is arbitrary; see below\n",
+      "  component_placement: 3\n"),
+     "3:24: cluster.component_placement: expected a mapping of component names to placements"),
+    (("  router: # forwarded as launch_router CLI flags\n", "  router: round_robin\n  x:\n"),
+     "21:11: router_server_args.router: expected a mapping of launch_router arguments"),
+    (("  num_nodes: 1\n", "  num_nodes: 1\n  node_groups: 3\n"),
+     "3:16: cluster.node_groups: expected a list of {label, node_ranks}"),
+    (("rollout: all", "rollout: {node_group: {a: 1}}"),
+     "4:27: cluster.component_placement.rollout.node_group: expected a node-group label, got "
+     "{'a': 1}"),
+    (("rollout: all", "rollout: []"),
+     "4:14: cluster.component_placement.rollout: cannot read placement [] (hint: 'all' or 'A-B')"),
+])
+def test_rlinf_malformed_sections_are_errors_not_tracebacks(tmp_path, change, message):
+    assert change[0] in RLINF_SEED
+    src, r = _rlinf(tmp_path, RLINF_SEED.replace(*change))
+    assert r.exit_code == 1, r.output
+    assert r.stderr.splitlines()[0] == f"{src}:{message}"

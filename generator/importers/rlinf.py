@@ -6,7 +6,8 @@ RLinf's rule that the hardware ranks are contiguous; ``cluster.node_groups`` (``
 ``node_ranks``) -> ``cluster.node_groups``; the args block (``router_server_args`` by default):
 ``tensor_parallel_size`` x ``pipeline_parallel_size`` -> engine width, ``model_path`` ->
 ``hf_checkpoint``, ``server`` -> overrides, ``router`` -> router arguments (``policy`` ->
-``router.policy``). RLinf configs carry no GPUs per node: ``--gpus-per-node`` (default 8).
+``router.policy``); the router runs on node 0, as RLinf starts it. RLinf configs carry no GPUs per
+node: ``--gpus-per-node`` (default 8).
 """
 
 from __future__ import annotations
@@ -83,7 +84,11 @@ def import_rlinf(file: str, settings: list[Setting], *, component: str = "rollou
         report.error(("cluster", "num_nodes"), f"expected a positive integer, got {nodes!r}")
         nodes = None
     groups: dict[str, list[int]] = {}
-    for i, g in enumerate(cluster.get("node_groups") or []):
+    node_groups = cluster.get("node_groups") or []
+    if not isinstance(node_groups, list):
+        report.error(("cluster", "node_groups"), "expected a list of {label, node_ranks}")
+        node_groups = []
+    for i, g in enumerate(node_groups):
         gpath: PathT = ("cluster", "node_groups", i)
         if not isinstance(g, dict) or not isinstance(g.get("label"), str):
             report.error(gpath, "a node group needs a label")
@@ -103,10 +108,14 @@ def import_rlinf(file: str, settings: list[Setting], *, component: str = "rollou
 
     placements = cluster.get("component_placement")
     ppath: PathT = ("cluster", "component_placement", component)
+    if placements is not None and not isinstance(placements, dict):
+        report.error(("cluster", "component_placement"), "expected a mapping of component "
+                     "names to placements")
+        report.raise_if_errors()
     if not isinstance(placements, dict) or component not in placements:
         report.error(("cluster", "component_placement") if isinstance(placements, dict)
                      else ("cluster",), f"no placement for component '{component}'",
-                     did_you_mean(component, list(placements or {})) or
+                     did_you_mean(component, [str(k) for k in placements or {}]) or
                      "choose it with --component", key=True)
         report.raise_if_errors()
     assert isinstance(placements, dict)
@@ -120,9 +129,15 @@ def import_rlinf(file: str, settings: list[Setting], *, component: str = "rollou
     if isinstance(spec, dict):
         node_group = spec.get("node_group")
         where = spec.get("placement", "all")
+        for k in spec:
+            if k not in ("node_group", "placement"):
+                report.not_mapped(ppath + (k,), "not a placement field RLinf's launcher reads")
         if isinstance(node_group, list):
             report.error(ppath + ("node_group",), "engines spanning several node groups are not "
                          "supported yet", "define one node group with all their node ranks")
+            node_group = None
+        elif node_group is not None and not isinstance(node_group, str):
+            report.error(ppath + ("node_group",), f"expected a node-group label, got {node_group!r}")
             node_group = None
         elif node_group is not None and node_group not in groups:
             report.error(ppath + ("node_group",), f"unknown node group {node_group!r}",
@@ -137,7 +152,8 @@ def import_rlinf(file: str, settings: list[Setting], *, component: str = "rollou
                          "express", "use 'all' or a contiguous range of hardware ranks")
         else:
             hw = _ranks(where)
-            if hw is None:
+            if not hw:
+                hw = None
                 report.error(wpath, f"cannot read placement {where!r}", "'all' or 'A-B'")
             elif hw != list(range(hw[0], hw[0] + len(hw))):
                 report.error(wpath, "hardware ranks are not contiguous (RLinf requires it for "
@@ -180,7 +196,11 @@ def import_rlinf(file: str, settings: list[Setting], *, component: str = "rollou
     router_args: dict[str, Any] = {}
     policy = None
     rcat = load_router_catalog("sglang-router")
-    for key, value in (args.get("router") or {}).items():
+    router = args.get("router") or {}
+    if not isinstance(router, dict):
+        report.error(base + ("router",), "expected a mapping of launch_router arguments")
+        router = {}
+    for key, value in router.items():
         norm = str(key).replace("-", "_")
         rpath = base + ("router", key)
         if norm == "policy":
@@ -236,9 +256,9 @@ def import_rlinf(file: str, settings: list[Setting], *, component: str = "rollou
     model: dict[str, Any] = {"name": component, "server_groups": sg}
     if node_group:
         model["node_group"] = node_group
-    if policy is not None or router_args:
-        model["router"] = {**({"policy": policy} if policy is not None else {}),
-                           **({"args": router_args} if router_args else {})}
+    # RLinf launches its one router on node 0, wherever the engines are
+    model["router"] = {**({"policy": policy} if policy is not None else {}), "node": 0,
+                       **({"args": router_args} if router_args else {})}
     doc: dict[str, Any] = {"deployment": {"name": deployment_name(file, "rlinf")},
                            "cluster": {}, "sglang": [model]}
     if model_path:

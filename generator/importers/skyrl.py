@@ -5,7 +5,9 @@ pipeline_parallel_size`` GPUs; ``expert_parallel_size`` -> ``ep_size``; a data-p
 becomes D times as many engines behind the router (one engine per replica);
 ``gpu_memory_utilization`` -> ``mem_fraction_static``, ``max_num_batched_tokens`` ->
 ``max_prefill_tokens``, ``max_num_seqs`` -> ``max_running_requests``, ``enable_lora`` ->
-``enable_lora``, ``engine_init_kwargs`` -> overrides (they win, as in SkyRL).
+``enable_lora``, ``enable_prefix_caching: false`` -> ``disable_radix_cache: true`` (SkyRL passes
+``disable_radix_cache=not enable_prefix_caching``; true is SGLang's default), ``engine_init_kwargs``
+-> overrides (they win, as in SkyRL).
 """
 
 from __future__ import annotations
@@ -51,11 +53,18 @@ def import_skyrl(file: str, settings: list[Setting]) -> tuple[str, list[str]]:
     for key, target in RENAMED.items():
         if key in gen:
             mapped[target] = gen[key]
+    if "enable_prefix_caching" in gen:
+        cache = gen["enable_prefix_caching"]
+        if type(cache) is not bool:
+            report.error(base + ("enable_prefix_caching",), f"expected true or false, got {cache!r}")
+        elif not cache:
+            mapped["disable_radix_cache"] = True
     overrides = server_args(report, mapped, base) if mapped else {}
     kwargs = gen.get("engine_init_kwargs") or {}
     overrides.update(server_args(report, kwargs, base + ("engine_init_kwargs",)))
     for key in gen:
-        if key not in SIZES and key not in RENAMED and key not in ("backend", "engine_init_kwargs"):
+        if key not in SIZES and key not in RENAMED and key not in (
+                "backend", "engine_init_kwargs", "enable_prefix_caching"):
             report.not_mapped(base + (key,), "a SkyRL generator setting with no SGLang server "
                                              "equivalent")
     for key in data:
