@@ -226,6 +226,10 @@ from generator.cli_import import register as _register_import  # noqa: E402
 
 _register_import(main)
 
+from generator.cli_deploy import register as _register_deploy  # noqa: E402
+
+_register_deploy(main)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
 

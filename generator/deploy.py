@@ -1,0 +1,1368 @@
+"""``sgl-gen deploy / diff / status / logs / down``: push a render to SSH hosts with Fabric and run
+it with each host's own ``sgl-gen-host.sh``. The only SSH code in sgl-gen.
+
+What a host holds: ``<workdir>/<deployment>/`` (``SGLGEN_ROOT``) = the render's ``hosts/<host>/``
+tree, plus ``run/`` (pidfiles, exit statuses), ``logs/`` and ``.sgl-gen/manifest.json`` (what is
+deployed: every file's checksum and, per unit, the checksum of the files it runs).
+
+A deploy, every step on all hosts in parallel:
+
+1. connect (``~/.ssh/config`` or ``--ssh-config``; host keys checked against the known-hosts file,
+   an unknown key refused unless ``accept_new_host_keys``, a changed key always refused);
+2. probe: one remote Python run reports python/modules, GPUs (``nvidia-smi -L``), free disk,
+   listening ports, the checksum of every deployed file, the manifest and each unit's state;
+3. preflight: every problem on every host at once;
+4. decide per unit: ``start`` (not running), ``restart`` (its files changed; every rank of a
+   multi-node engine together), ``stop`` (no longer in the plan), ``none``;
+5. stop routers, then engines, that must stop; upload files whose checksum or mode differs
+   (SFTP to a temporary name, then rename: never a half-written file); delete stale files;
+6. start engines; wait until every rank-0 ``/health`` answers 200, failing at once when a unit's
+   process exits (its exit status and the end of its log); start routers; wait until each
+   router's ``GET /workers`` lists exactly its engines, all healthy; write the manifest.
+
+Health checks run on the hosts over the SSH connection, so the operator's machine needs nothing
+but SSH. Exit statuses: the bash launcher detaches units, so while a deploy waits, a short-lived
+helper started with the units (a child subreaper) records ``run/<unit>.exit``; it exits when the
+deploy stops waiting. Nothing of sgl-gen stays running on a host.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import shlex
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from generator import __version__
+from generator.errors import DeployError, SglGenError
+
+Echo = Callable[[str], None]
+T = TypeVar("T")
+
+MANIFEST = ".sgl-gen/manifest.json"
+TMP_SUFFIX = ".sgl-gen-tmp"
+LOG_TAIL = 20
+
+# ---------------------------------------------------------------------------------------------
+# What to deploy: built from plan.json + the hosts/<host>/ files (of a FILE or a rendered OUT_DIR)
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    name: str
+    kind: str  # engine | router
+    host: str
+    model: str
+    engine: str | None  # engine id (all ranks of a multi-node engine share it)
+    node_rank: int
+    health_url: str | None  # rank-0 engines and routers
+    url: str  # what the summary shows
+    files: tuple[str, ...]  # host-relative files the unit runs (its hash covers them)
+    expected_workers: tuple[str, ...] = ()  # routers
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    index: int
+    host: str
+    address: str
+    user: str | None
+    port: int | None
+    root: str
+    units: tuple[UnitSpec, ...]
+    files: dict[str, tuple[bytes, int]]  # relpath -> (content, mode)
+    ports: tuple[tuple[int, str], ...]  # (port, unit that opens it)
+    gpus_needed: int = 0  # GPU ids the engines use on this host: 0..gpus_needed-1 must exist
+
+    def sha(self, rel: str) -> str:
+        return hashlib.sha256(self.files[rel][0]).hexdigest()
+
+    def unit_hash(self, u: UnitSpec) -> str:
+        return _unit_hash({rel: self.sha(rel) for rel in u.files})
+
+
+def _unit_hash(shas: dict[str, str | None]) -> str:
+    text = "".join(f"{rel} {shas.get(rel) or '-'}\n" for rel in sorted(shas))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    python: str
+    rehearse: bool
+    hosts: tuple[HostSpec, ...]
+
+    def units(self) -> list[UnitSpec]:
+        return [u for h in self.hosts for u in h.units]
+
+
+def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], python: str,
+                rehearse: bool) -> Target:
+    """A Target from a plan dict (plan.json) and the render's files (paths under hosts/)."""
+    name = plan["deployment"]["name"]
+    nodes = plan["nodes"]
+    per: dict[int, list[UnitSpec]] = {n["index"]: [] for n in nodes}
+    ports: dict[int, list[tuple[int, str]]] = {n["index"]: [] for n in nodes}
+    host_of = {n["index"]: n["host"] for n in nodes}
+    gpus: dict[int, int] = {n["index"]: 0 for n in nodes}
+    routers: list[UnitSpec] = []
+    encoders: list[UnitSpec] = []
+    engines: list[UnitSpec] = []
+    for m in plan["models"]:
+        for e in m["engines"]:
+            for p in e["placements"]:
+                rank = p["node_rank"]
+                uname = f"engine-{e['id']}" if e["nnodes"] == 1 else f"engine-{e['id']}-r{rank}"
+                host = host_of[p["node"]]
+                unit_files = [f"bin/{uname}.sh"]
+                if rehearse:
+                    unit_files += sorted(r.split("/", 2)[2] for r in files
+                                         if r.startswith(f"hosts/{host}/lib/"))
+                u = UnitSpec(uname, "engine", host, m["name"], e["id"], rank,
+                             f"{e['url']}/health" if rank == 0 else None,
+                             e["url"] if rank == 0 else f"(rank {rank} of {e['url']})",
+                             tuple(unit_files))
+                (encoders if e["worker_type"] == "encoder" else engines).append(u)
+                gpus[p["node"]] = max([gpus[p["node"]], *(g + 1 for g in p["gpus"])])
+                ps = ports[p["node"]]
+                ps.append((p.get("port") or e["port"], uname))
+                if e.get("engine_info_bootstrap_port"):
+                    ps.append((e["engine_info_bootstrap_port"], uname))
+                if rank == 0:
+                    ps.append((e["nccl_port"], uname))
+                    if e.get("bootstrap_port"):
+                        ps.append((e["bootstrap_port"], uname))
+                    if e.get("dist_init_addr"):
+                        ps.append((int(e["dist_init_addr"].rsplit(":", 1)[1]), uname))
+        r = m["router"]
+        rname = f"router-{m['name']}"
+        expected = tuple(sorted(e["url"] for e in m["engines"] if e["worker_type"] != "encoder"))
+        routers.append(UnitSpec(rname, "router", host_of[r["node"]], m["name"], None, 0,
+                                f"{r['url']}/health", r["url"], (f"bin/{rname}.sh",), expected))
+        ports[r["node"]] += [(r["port"], rname), (r["prometheus_port"], rname)]
+    for u in encoders + engines + routers:
+        node = next(n["index"] for n in nodes if n["host"] == u.host)
+        per[node].append(u)
+    hosts = []
+    for n in nodes:
+        prefix = f"hosts/{n['host']}/"
+        hfiles = {rel[len(prefix):]: v for rel, v in files.items() if rel.startswith(prefix)}
+        for u in per[n["index"]]:
+            missing = [f for f in u.files if f not in hfiles]
+            if missing:
+                raise SglGenError(f"{prefix}{missing[0]}: missing from the render "
+                                  f"(it does not match plan.json)")
+        root = f"{n['workdir'].rstrip('/')}/{name}"
+        hosts.append(HostSpec(n["index"], n["host"], n["address"], n.get("user"),
+                              n.get("ssh_port"), root, tuple(per[n["index"]]), hfiles,
+                              tuple(sorted(set(ports[n["index"]]))), gpus[n["index"]]))
+    return Target(name, python, rehearse, tuple(hosts))
+
+
+def target_from_plan(plan: Any, targets: tuple[str, ...], rehearse: bool) -> Target:
+    """Render a compiled Plan in memory and build its Target."""
+    from generator.planfile import plan_dict
+    from generator.render import render
+
+    arts = render(plan, targets, rehearse=rehearse)
+    files = {rel: (a.content.encode("utf-8"), a.mode) for rel, a in arts.items()
+             if rel.startswith("hosts/")}
+    return target_from(json.loads(json.dumps(plan_dict(plan))), files,
+                       plan.topology.runtime.python, rehearse)
+
+
+def target_from_dir(out_dir: Path) -> Target:
+    """A rendered deployment directory (``out/<deployment>/``) as it is."""
+    try:
+        plan = json.loads((out_dir / "plan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SglGenError(f"{out_dir}/plan.json: cannot read: {exc}") from None
+    files: dict[str, tuple[bytes, int]] = {}
+    for p in sorted((out_dir / "hosts").rglob("*")):
+        if p.is_file():
+            files[p.relative_to(out_dir).as_posix()] = (p.read_bytes(), p.stat().st_mode & 0o777)
+    rehearse = any(r.endswith("/lib/rehearsal.py") for r in files)
+    python = "python3"
+    for rel, (data, _) in files.items():
+        if "/bin/" in rel:
+            for line in data.decode("utf-8", "replace").splitlines():
+                if line.startswith("exec "):
+                    try:
+                        python = shlex.split(line)[1]
+                    except (ValueError, IndexError):
+                        pass
+                    break
+            break
+    return target_from(plan, files, python, rehearse)
+
+
+# ---------------------------------------------------------------------------------------------
+# Code that runs on the hosts (stdlib Python, the deployment's own interpreter)
+
+_REMOTE_COMMON = r'''
+import json, os, sys
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return not os.path.isdir("/proc/self")
+def _state(root, u):
+    run = os.path.join(root, "run")
+    ex = None
+    try:
+        with open(os.path.join(run, u + ".exit")) as f:
+            ex = int(f.read().strip())
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(run, u + ".pid")) as f:
+            pid = int(f.read().strip())
+    except FileNotFoundError:
+        return {"state": "stopped", "pid": None, "exit": ex}
+    except (OSError, ValueError):
+        return {"state": "dead", "pid": None, "exit": ex}
+    return {"state": "running" if _alive(pid) else "dead", "pid": pid, "exit": ex}
+def _states(root, names):
+    names = list(names)
+    try:
+        names += [f[:-4] for f in os.listdir(os.path.join(root, "run")) if f.endswith(".pid")]
+    except OSError:
+        pass
+    return {u: _state(root, u) for u in dict.fromkeys(names)}
+def _tail(root, u, n):
+    try:
+        with open(os.path.join(root, "logs", u + ".log"), "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 65536))
+            return f.read().decode("utf-8", "replace").splitlines()[-n:]
+    except OSError:
+        return None
+A = json.loads(sys.argv[1])
+'''
+
+_PROBE = _REMOTE_COMMON + r'''
+import hashlib, importlib.util, shutil, subprocess
+root = A["root"]
+out = {"python": sys.version.split()[0], "modules": {}, "gpus": None, "disk_free": None,
+       "listen": [], "files": {}, "manifest": None, "units": {}}
+for m in A["modules"]:
+    out["modules"][m] = importlib.util.find_spec(m) is not None
+if A["gpus"]:
+    try:
+        r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+        out["gpus"] = {"rc": r.returncode, "err": (r.stderr or r.stdout).strip()[-300:],
+                       "lines": [x for x in r.stdout.splitlines() if x.startswith("GPU ")]}
+    except (OSError, subprocess.SubprocessError) as e:
+        out["gpus"] = {"rc": -1, "err": str(e), "lines": []}
+d = root
+while not os.path.isdir(d):
+    d = os.path.dirname(d) or "/"
+out["disk_free"] = shutil.disk_usage(d).free
+for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        with open(name) as f:
+            for line in f.read().splitlines()[1:]:
+                x = line.split()
+                if len(x) > 3 and x[3] == "0A":
+                    out["listen"].append(int(x[1].rsplit(":", 1)[1], 16))
+    except OSError:
+        pass
+if os.path.isdir(root):
+    for dp, dns, fns in os.walk(root):
+        rel = os.path.relpath(dp, root)
+        if rel == ".":
+            dns[:] = [x for x in dns if x not in ("run", "logs", ".sgl-gen")]
+        for fn in fns:
+            p = os.path.join(dp, fn)
+            r = fn if rel == "." else rel + "/" + fn
+            if fn.endswith(A["tmp_suffix"]):
+                os.unlink(p)  # left by an interrupted upload
+                continue
+            st = os.lstat(p)
+            h = ""
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as f:
+                    h = hashlib.sha256(f.read()).hexdigest()
+            out["files"][r] = [h, st.st_mode & 0o777]
+try:
+    with open(os.path.join(root, A["manifest"])) as f:
+        out["manifest"] = json.load(f)
+except (OSError, ValueError):
+    pass
+out["units"] = _states(root, A["units"])
+print(json.dumps(out))
+'''
+
+_POLL = _REMOTE_COMMON + r'''
+import urllib.request, urllib.error
+root = A["root"]
+out = {"units": _states(root, A["units"]), "http": {}, "tails": {}}
+for key, url in A["urls"].items():
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            body = r.read(1 << 20)
+            status = r.status
+    except urllib.error.HTTPError as e:
+        status, body = e.code, b""
+    except Exception as e:
+        status, body = 0, str(e).encode()
+    try:
+        parsed = json.loads(body) if key.endswith("/workers") and status == 200 else None
+    except ValueError:
+        parsed = None
+    out["http"][key] = [status, parsed if parsed is not None else body[:200].decode("utf-8", "replace")]
+for u in A["tails"]:
+    out["tails"][u] = _tail(root, u, A["lines"])
+print(json.dumps(out))
+'''
+
+_WAIT = _REMOTE_COMMON + r'''
+import time, urllib.request, urllib.error
+root = A["root"]
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            body, status = r.read(1 << 20), r.status
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except Exception as e:
+        return 0, str(e)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body[:200].decode("utf-8", "replace")
+def ok(u, got):
+    status, body = got
+    if u not in A["expected"]:
+        return status == 200
+    if status != 200 or not isinstance(body, dict):
+        return False
+    ws = [w for w in body.get("workers", []) if isinstance(w, dict)]
+    return sorted(str(w.get("url")) for w in ws) == sorted(A["expected"][u]) and all(
+        w.get("is_healthy") for w in ws)
+def say(ev):
+    sys.stdout.write(json.dumps(ev) + "\n")
+    sys.stdout.flush()
+pending = dict(A["checks"])
+last = {}
+deadline = time.monotonic() + A["timeout"]
+tick = 0
+while True:
+    for u, url in list(pending.items()):
+        last[u] = get(url)
+        if ok(u, last[u]):
+            pending.pop(u)
+            say({"ready": u})
+    states = _states(root, A["watch"])
+    dead = [u for u in A["watch"] if states[u]["state"] != "running"]
+    if dead:
+        st = states[dead[0]]
+        say({"dead": dead[0], "state": st["state"], "exit": st["exit"],
+             "tail": _tail(root, dead[0], A["lines"])})
+        break
+    if not pending or os.path.exists(A["abort"]):
+        break
+    if time.monotonic() > deadline:
+        first = sorted(pending)[0]
+        say({"timeout": {u: [url, last.get(u, [0, "not checked"])] for u, url in pending.items()},
+             "tail": _tail(root, first, A["lines"])})
+        break
+    tick += 1
+    if tick % 4 == 0:
+        say({"tick": sorted(pending)})
+    time.sleep(0.25)
+'''
+
+
+# Started detached with the units it starts: a child subreaper, so the units' exit statuses can be
+# recorded (run/<unit>.exit) while the deploy waits; exits when the watch file goes or at timeout.
+_START = r'''
+import ctypes, json, os, subprocess, sys, time
+A = json.loads(sys.argv[1])
+root, run = A["root"], os.path.join(A["root"], "run")
+os.makedirs(run, exist_ok=True)
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+except Exception:
+    pass
+for u in A["units"]:
+    try:
+        os.unlink(os.path.join(run, u + ".exit"))
+    except FileNotFoundError:
+        pass
+with open(A["out"] + ".tmp", "w") as f:
+    r = subprocess.run(["bash", os.path.join(root, "sgl-gen-host.sh"), "start"] + A["units"],
+                       stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       env=dict(os.environ, SGLGEN_ROOT=root))
+    f.write("@@rc %d\n" % r.returncode)
+os.rename(A["out"] + ".tmp", A["out"])
+pids = {}
+for u in A["units"]:
+    try:
+        with open(os.path.join(run, u + ".pid")) as f:
+            pids[int(f.read().strip())] = u
+    except (OSError, ValueError):
+        pass
+deadline = time.monotonic() + A["timeout"]
+while pids and time.monotonic() < deadline and os.path.exists(A["watch"]):
+    try:
+        pid, st = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if pid == 0:
+        time.sleep(0.1)
+        continue
+    u = pids.pop(pid, None)
+    if u is not None:
+        with open(os.path.join(run, u + ".exit"), "w") as f:
+            f.write("%d\n" % os.waitstatus_to_exitcode(st))
+try:
+    os.unlink(A["watch"])
+except FileNotFoundError:
+    pass
+'''
+
+
+def _py_cmd(python: str, script: str, args: dict[str, Any]) -> str:
+    return f"{shlex.quote(python)} -c {shlex.quote(script)} {shlex.quote(json.dumps(args))}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Connections
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    ssh_config: str | None = None  # default: ~/.ssh/config (and /etc/ssh/ssh_config)
+    known_hosts: str | None = None  # default: the ssh config's UserKnownHostsFile, ~/.ssh/known_hosts
+    accept_new_host_keys: bool = False
+    connect_timeout: float = 10.0
+
+
+def _fingerprint(key: Any) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+class _HostKeyPolicy:
+    """Unknown host key: refuse, or (opt-in) accept and append it to the known-hosts file."""
+
+    def __init__(self, known_hosts: Path, accept_new: bool, echo: Echo):
+        self.known_hosts, self.accept_new, self.echo = known_hosts, accept_new, echo
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        from paramiko import SSHException
+
+        if not self.accept_new:
+            raise SSHException(
+                f"host key {key.get_name()} {_fingerprint(key)} is not in {self.known_hosts}; "
+                f"check it and add it (ssh-keyscan), or pass --accept-new-host-keys")
+        with _KNOWN_HOSTS_LOCK:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.known_hosts, "a", encoding="utf-8") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            client.get_host_keys().add(hostname, key.get_name(), key)
+        self.echo(f"  {hostname}: added host key {key.get_name()} {_fingerprint(key)} "
+                  f"to {self.known_hosts}")
+
+
+class Host:
+    """One open SSH connection to one host of the target."""
+
+    def __init__(self, spec: HostSpec, python: str, opts: SshOptions, echo: Echo):
+        self.spec, self.python, self.opts, self.echo = spec, python, opts, echo
+        self.conn: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.host
+
+    def where(self) -> str:
+        s = self.spec
+        return f"{s.user + '@' if s.user else ''}{s.address}{':' + str(s.port) if s.port else ''}"
+
+    def connect(self) -> None:
+        import paramiko
+        from fabric import Config, Connection
+
+        cfg = Config(runtime_ssh_path=os.path.expanduser(self.opts.ssh_config)) \
+            if self.opts.ssh_config else Config()
+        conn = Connection(self.spec.address, user=self.spec.user, port=self.spec.port,
+                          config=cfg, connect_timeout=self.opts.connect_timeout)
+        known = Path(os.path.expanduser(self.opts.known_hosts or str(
+            conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")).split()[0]))
+        client = conn.client
+        if known.exists():
+            client.load_host_keys(str(known))
+        client.set_missing_host_key_policy(
+            _HostKeyPolicy(known, self.opts.accept_new_host_keys, self.echo))
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise DeployError(
+                f"{self.name}: host key of {self.where()} CHANGED: it offered "
+                f"{exc.key.get_name()} {_fingerprint(exc.key)}, {known} has "
+                f"{_fingerprint(exc.expected_key)}. Someone may be intercepting the connection; "
+                f"if the host was reinstalled, remove the old key (ssh-keygen -f {known} -R "
+                f"{exc.hostname}) and deploy again") from None
+        except Exception as exc:  # noqa: BLE001 - every connect failure is reported the same way
+            raise DeployError(f"{self.name}: cannot connect to {self.where()}: "
+                              f"{type(exc).__name__}: {exc}") from None
+        self.conn = conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def run(self, cmd: str, what: str, check: bool = True) -> Any:
+        try:
+            r = self.conn.run(cmd, hide=True, warn=True, in_stream=False)
+        except Exception as exc:  # noqa: BLE001 - a dropped connection, a closed channel...
+            raise DeployError(f"{self.name}: {what}: connection failed: "
+                              f"{type(exc).__name__}: {exc}") from None
+        if check and r.exited != 0:
+            err = (r.stderr.strip() or r.stdout.strip())[-2000:]
+            if r.exited == 127:
+                err = f"{self.python!r} not found on the host ({err})"
+            raise DeployError(f"{self.name}: {what} failed (exit {r.exited}): {err}")
+        return r
+
+    def py(self, script: str, args: dict[str, Any], what: str) -> Any:
+        r = self.run(_py_cmd(self.python, script, args), what)
+        try:
+            return json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise DeployError(f"{self.name}: {what}: unexpected output: {r.stdout[-500:]!r} "
+                              f"{r.stderr[-500:]!r}") from None
+
+    def host_script(self, *args: str, what: str) -> str:
+        root = self.spec.root
+        r = self.run(f"SGLGEN_ROOT={shlex.quote(root)} bash {shlex.quote(root + '/sgl-gen-host.sh')} "
+                     + " ".join(shlex.quote(a) for a in args), what)
+        return str(r.stdout)
+
+    # -- file transfer --
+    def put(self, rel: str, data: bytes, mode: int) -> None:
+        """Upload to a temporary name, set the mode, rename over the old file."""
+        dest = f"{self.spec.root}/{rel}"
+        tmp = f"{dest}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+        try:
+            sftp = self.conn.sftp()
+            sftp.putfo(io.BytesIO(data), tmp, file_size=len(data), confirm=True)
+            sftp.chmod(tmp, mode)
+            sftp.posix_rename(tmp, dest)
+        except Exception as exc:  # noqa: BLE001
+            raise DeployError(f"{self.name}: uploading {dest}: {type(exc).__name__}: {exc}") \
+                from None
+
+
+def _parallel(items: Iterable[T], fn: Callable[[T], Any], workers: int = 32) -> list[Any]:
+    """fn over items in threads; every failure collected, raised together as one DeployError."""
+    items = list(items)
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        futures = [pool.submit(fn, it) for it in items]
+        results, errors = [], []
+        for f in futures:
+            try:
+                results.append(f.result())
+            except SglGenError as exc:
+                errors.append(exc.message)
+                results.append(None)
+    if errors:
+        raise DeployError("\n".join(errors))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Remote state and the decision per unit
+
+
+@dataclass
+class Remote:
+    host: Host
+    probe: dict[str, Any]
+
+    @property
+    def files(self) -> dict[str, list[Any]]:
+        return dict(self.probe.get("files") or {})
+
+    @property
+    def units(self) -> dict[str, dict[str, Any]]:
+        return dict(self.probe.get("units") or {})
+
+    def deployed_hash(self, u: UnitSpec) -> str | None:
+        man = self.probe.get("manifest") or {}
+        rec = (man.get("units") or {}).get(u.name)
+        if isinstance(rec, dict) and rec.get("hash"):
+            return str(rec["hash"])
+        files = self.files
+        if all(rel in files for rel in u.files):
+            return _unit_hash({rel: files[rel][0] for rel in u.files})
+        return None
+
+
+@dataclass
+class UnitAction:
+    host: str
+    unit: str
+    kind: str
+    action: str  # start | restart | stop | none
+    reason: str
+    url: str = ""
+    state: str = ""  # running / dead / stopped before the deploy
+
+
+@dataclass
+class Changes:
+    units: list[UnitAction] = field(default_factory=list)
+    upload: dict[str, list[str]] = field(default_factory=dict)  # host -> relpaths
+    chmod: dict[str, list[str]] = field(default_factory=dict)
+    remove: dict[str, list[str]] = field(default_factory=dict)
+
+    def of(self, host: str, action: str, kind: str | None = None) -> list[str]:
+        return [a.unit for a in self.units if a.host == host and a.action == action
+                and (kind is None or a.kind == kind)]
+
+    def noop(self) -> bool:
+        return not any(a.action != "none" for a in self.units) and not any(
+            self.upload.values()) and not any(self.chmod.values()) and not any(
+            self.remove.values())
+
+
+def decide(target: Target, remotes: dict[str, Remote]) -> Changes:
+    ch = Changes()
+    wanted: dict[str, tuple[HostSpec, UnitSpec, str]] = {}
+    for h in target.hosts:
+        if h.host not in remotes:
+            continue
+        r = remotes[h.host]
+        have = r.files
+        ch.upload[h.host] = [rel for rel in sorted(h.files) if have.get(rel, [None])[0] != h.sha(rel)]
+        ch.chmod[h.host] = [rel for rel in sorted(h.files) if rel in have
+                            and have[rel][0] == h.sha(rel) and have[rel][1] != h.files[rel][1]]
+        ch.remove[h.host] = sorted(rel for rel in have if rel not in h.files)
+        for u in h.units:
+            st = r.units.get(u.name, {}).get("state", "stopped")
+            if st != "running":
+                wanted[u.name] = (h, u, "start")
+            elif r.deployed_hash(u) != h.unit_hash(u):
+                wanted[u.name] = (h, u, "restart")
+            else:
+                wanted[u.name] = (h, u, "none")
+    # every rank of a multi-node engine starts together: one rank to (re)start restarts all
+    by_engine: dict[str, list[str]] = {}
+    for name, (_, u, _) in wanted.items():
+        if u.engine is not None:
+            by_engine.setdefault(u.engine, []).append(name)
+    for names in by_engine.values():
+        if len(names) > 1 and any(wanted[n][2] != "none" for n in names):
+            for n in names:
+                h, u, act = wanted[n]
+                if act == "none":
+                    wanted[n] = (h, u, "restart")
+    reasons = {"start": "not running", "restart": "its files changed", "none": "unchanged"}
+    for h in target.hosts:
+        if h.host not in remotes:
+            continue
+        r = remotes[h.host]
+        for u in h.units:
+            _, _, act = wanted[u.name]
+            reason = reasons[act]
+            st = r.units.get(u.name, {}).get("state", "stopped")
+            if act == "restart" and r.deployed_hash(u) == h.unit_hash(u):
+                reason = "another rank of its engine restarts"
+            elif act == "start" and st == "dead":
+                reason = "its process exited"
+            ch.units.append(UnitAction(h.host, u.name, u.kind, act, reason, u.url, st))
+        known = {u.name for u in h.units}
+        for name, st in sorted(r.units.items()):
+            if name not in known and st.get("state") == "running":
+                kind = "router" if name.startswith("router-") else "engine"
+                ch.units.append(UnitAction(h.host, name, kind, "stop", "no longer in the plan",
+                                           "", "running"))
+    return ch
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands
+
+
+@dataclass
+class Session:
+    target: Target
+    opts: SshOptions
+    echo: Echo
+    only: tuple[str, ...] = ()  # --hosts
+    hosts: list[Host] = field(default_factory=list)
+
+    def selected(self) -> list[HostSpec]:
+        if not self.only:
+            return list(self.target.hosts)
+        names = {h.host for h in self.target.hosts}
+        unknown = [h for h in self.only if h not in names]
+        if unknown:
+            raise SglGenError(f"--hosts: unknown host(s) {', '.join(unknown)} "
+                              f"(hosts: {', '.join(sorted(names))})", exit_code=2)
+        return [h for h in self.target.hosts if h.host in self.only]
+
+    def __enter__(self) -> Session:
+        specs = self.selected()
+        self.hosts = [Host(s, self.target.python, self.opts, self.echo) for s in specs]
+        self.echo(f"connecting to {len(self.hosts)} host(s)")
+        try:
+            _parallel(self.hosts, lambda h: h.connect())
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for h in self.hosts:
+            h.close()
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    def probe(self, gpus: bool = False) -> dict[str, Remote]:
+        def one(h: Host) -> Remote:
+            modules = set()
+            for u in h.spec.units:
+                if u.kind == "router":
+                    script = self._script(u)
+                    modules.add("smg" if " -m smg.launch_router" in script else "sglang_router")
+                elif not self.target.rehearse:
+                    modules.add("sglang")
+            args = {"root": h.spec.root, "modules": sorted(modules), "units": [
+                u.name for u in h.spec.units], "gpus": gpus and not self.target.rehearse and any(
+                u.kind == "engine" for u in h.spec.units), "tmp_suffix": TMP_SUFFIX,
+                "manifest": MANIFEST}
+            return Remote(h, h.py(_PROBE, args, "probe"))
+        return {r.host.name: r for r in _parallel(self.hosts, one)}
+
+    def _script(self, u: UnitSpec) -> str:
+        h = next(x for x in self.target.hosts if x.host == u.host)
+        return h.files[u.files[0]][0].decode("utf-8", "replace")
+
+    def poll(self, units: dict[str, list[UnitSpec]], urls: dict[str, dict[str, str]],
+             tails: dict[str, list[str]] | None = None) -> dict[str, dict[str, Any]]:
+        names = sorted(set(units) | set(urls) | set(tails or {}))
+
+        def one(name: str) -> tuple[str, dict[str, Any]]:
+            h = self.host(name)
+            return name, h.py(_POLL, {"root": h.spec.root,
+                                      "units": [u.name for u in units.get(name, [])],
+                                      "urls": urls.get(name, {}),
+                                      "tails": (tails or {}).get(name, []),
+                                      "lines": LOG_TAIL}, "health check")
+        return dict(_parallel(names, one))
+
+
+def _preflight(session: Session, remotes: dict[str, Remote], ch: Changes,
+               min_free: int) -> list[str]:
+    problems: list[str] = []
+    t = session.target
+    for name, r in sorted(remotes.items()):
+        spec = r.host.spec
+        p = r.probe
+        for mod, ok in sorted((p.get("modules") or {}).items()):
+            if not ok:
+                problems.append(f"{name}: {t.python} cannot import {mod} (python {p.get('python')})")
+        g = p.get("gpus")
+        if g is not None:
+            need = spec.gpus_needed
+            if g["rc"] != 0:
+                problems.append(f"{name}: nvidia-smi -L failed (exit {g['rc']}): {g['err']}")
+            elif len(g["lines"]) < need:
+                problems.append(f"{name}: {len(g['lines'])} GPU(s) visible, the plan uses {need}")
+        free = p.get("disk_free")
+        if free is not None and free < min_free:
+            problems.append(f"{name}: only {free // (1 << 20)} MiB free under {spec.root}")
+        listening = set(p.get("listen") or ())
+        units = r.units
+        for port, unit in spec.ports:
+            mine_running = units.get(unit, {}).get("state") == "running"
+            if port in listening and not mine_running:
+                problems.append(f"{name}: port {port} ({unit}) is already in use on "
+                                f"{spec.address} by another process")
+    return problems
+
+
+def _tail_text(lines: list[str] | None) -> str:
+    if lines is None:
+        return "    (no log)"
+    return "\n".join(f"    {x}" for x in lines) or "    (empty log)"
+
+
+class _Lines:
+    """A file-like sink for a remote command's stdout that hands over whole lines."""
+
+    def __init__(self, on_line: Callable[[str], None]):
+        self.on_line, self.buf = on_line, ""
+
+    def write(self, data: str) -> None:
+        self.buf += data
+        *done, self.buf = self.buf.split("\n")
+        for line in done:
+            self.on_line(line)
+
+    def flush(self) -> None:
+        pass
+
+
+def _wait(session: Session, what: str, checks: list[tuple[UnitSpec, str]],
+          watch: list[UnitSpec], timeout: float, token: str, echo: Echo,
+          budget: float | None = None) -> None:
+    """Wait until every check passes, each host watching its own units with one remote process
+    (``_WAIT``) that reports as things happen: fail at once when a watched unit's process exits
+    (its exit status and log tail), or at the deadline; one host failing stops the others."""
+    started = time.monotonic()
+    hosts = sorted({u.host for u, _ in checks} | {u.host for u in watch})
+    total = len(checks)
+    lock = threading.Lock()
+    state: dict[str, Any] = {"ready": 0, "pending": {u.name for u, _ in checks},
+                             "failure": None, "timeouts": {}, "note": started}
+
+    def one(name: str) -> None:
+        h = session.host(name)
+        root = h.spec.root
+        args = {"root": root, "timeout": timeout, "lines": LOG_TAIL,
+                "abort": f"{root}/run/.deploy-{token}.abort",
+                "checks": {u.name: url for u, url in checks if u.host == name},
+                "expected": {u.name: list(u.expected_workers) for u, _ in checks
+                             if u.host == name and u.kind == "router"},
+                "watch": [u.name for u in watch if u.host == name]}
+
+        def on_line(line: str) -> None:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                return
+            with lock:
+                if "ready" in ev:
+                    state["ready"] += 1
+                    state["pending"].discard(ev["ready"])
+                    u = next(u for u, _ in checks if u.name == ev["ready"] and u.host == name)
+                    echo(f"  ready   {name} {u.name} {u.url} ({state['ready']}/{total})")
+                elif "tick" in ev and time.monotonic() >= state["note"] and state["pending"]:
+                    state["note"] = time.monotonic() + 10
+                    pend = sorted(state["pending"])
+                    echo(f"  waiting {what}: {state['ready']}/{total} after "
+                         f"{time.monotonic() - started:.0f}s ({', '.join(pend[:4])}"
+                         f"{', ...' if len(pend) > 4 else ''})")
+                elif "dead" in ev and state["failure"] is None:
+                    state["failure"] = (name, ev)
+                elif "timeout" in ev:
+                    state["timeouts"][name] = ev
+        cmd = _py_cmd(h.python, _WAIT, args)
+        try:
+            h.conn.run(cmd, hide=True, warn=True, in_stream=False, out_stream=_Lines(on_line))
+        except Exception as exc:  # noqa: BLE001
+            raise DeployError(f"{name}: waiting for {what}: connection failed: "
+                              f"{type(exc).__name__}: {exc}") from None
+        with lock:
+            failed = state["failure"] is not None and state["failure"][0] == name
+        if failed:  # stop the other hosts' waiters
+            def abort(other: str) -> None:
+                if other != name:
+                    o = session.host(other)
+                    o.run(f": > {shlex.quote(o.spec.root)}/run/.deploy-{token}.abort",
+                          "abort wait", check=False)
+            _parallel(hosts, abort)
+
+    try:
+        _parallel(hosts, one)
+    finally:
+        _parallel(hosts, lambda n: session.host(n).run(
+            f"rm -f {shlex.quote(session.host(n).spec.root)}/run/.deploy-{token}.abort",
+            "cleanup", check=False))
+    failure = state["failure"]
+    if failure is not None:
+        name, ev = failure
+        log = f"{session.host(name).spec.root}/logs"
+        if "dead" in ev:
+            ex = ev.get("exit")
+            how = f"exited with status {ex}" if ex is not None else (
+                "is not running" if ev.get("state") == "stopped" else "exited (status unknown)")
+            raise DeployError(f"{name}: {ev['dead']} {how} while waiting for {what}; last lines "
+                              f"of {log}/{ev['dead']}.log:\n{_tail_text(ev.get('tail'))}")
+    if state["timeouts"]:
+        late = sorted((host, u) for host, ev in state["timeouts"].items() for u in ev["timeout"])
+        name, first = late[0]
+        ev = state["timeouts"][name]
+        got = ev["timeout"][first]
+        raise DeployError(
+            f"timed out after {budget or timeout:g}s waiting for {what}: "
+            + ", ".join(f"{host} {u}" for host, u in late)
+            + f"\n{name}: {first}: GET {got[0]} -> {_http_text(got[1])}; last lines of "
+            f"{session.host(name).spec.root}/logs/{first}.log:\n{_tail_text(ev.get('tail'))}")
+    if state["pending"]:
+        raise DeployError(f"waiting for {what}: no answer about {', '.join(sorted(state['pending']))}")
+
+
+def _http_text(got: list[Any]) -> str:
+    status, body = got
+    if status == 0:
+        return f"no answer ({body})"
+    return f"{status} {json.dumps(body)[:300] if not isinstance(body, str) else body[:300]}"
+
+
+def _workers_ok(u: UnitSpec, got: list[Any]) -> bool:
+    status, body = got
+    if status != 200 or not isinstance(body, dict):
+        return False
+    workers = [w for w in body.get("workers", []) if isinstance(w, dict)]
+    return sorted(str(w.get("url")) for w in workers) == sorted(u.expected_workers) and all(
+        w.get("is_healthy") for w in workers)
+
+
+def _start(session: Session, host: Host, units: list[str], timeout: float, token: str) -> str:
+    root = host.spec.root
+    watch = f"{root}/run/.deploy-{token}.watch"
+    out = f"{root}/run/.deploy-{token}.out"
+    args = {"root": root, "units": units, "timeout": timeout, "watch": watch, "out": out}
+    q = shlex.quote
+    cmd = (f"mkdir -p {q(root + '/run')} && : > {q(watch)} && "
+           f"(setsid {_py_cmd(host.python, _START, args)} </dev/null >/dev/null 2>&1 &) && "
+           f"i=0; while [ ! -e {q(out)} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
+           f"cat {q(out)} && rm -f {q(out)}")
+    r = host.run(cmd, "start " + " ".join(units))
+    text = str(r.stdout)
+    if "@@rc 0" not in text:
+        raise DeployError(f"{host.name}: sgl-gen-host.sh start {' '.join(units)} failed: "
+                          f"{text.strip()}")
+    return text
+
+
+def _end_watch(session: Session, token: str) -> None:
+    def one(h: Host) -> None:
+        try:
+            h.run(f"rm -f {shlex.quote(h.spec.root)}/run/.deploy-{token}.watch", "cleanup",
+                  check=False)
+        except SglGenError:
+            pass
+    for h in session.hosts:
+        if h.conn is not None:
+            one(h)
+
+
+def _write_manifest(host: Host, target: Target, units: dict[str, str]) -> None:
+    spec = host.spec
+    doc = {
+        "deployment": target.name,
+        "generator": f"sgl-gen {__version__}",
+        "host": spec.host,
+        "rehearse": target.rehearse,
+        "files": {rel: spec.sha(rel) for rel in sorted(spec.files)},
+        "units": {u.name: {"kind": u.kind, "hash": units[u.name], "url": u.url}
+                  for u in spec.units if u.name in units},
+    }
+    data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    host.put(MANIFEST, data, 0o644)
+
+
+@dataclass
+class Result:
+    target: Target
+    changes: Changes
+    rows: list[dict[str, Any]]
+    error: str | None = None
+
+    def json(self) -> str:
+        return json.dumps({
+            "deployment": self.target.name, "ok": self.error is None, "error": self.error,
+            "units": self.rows,
+            "files": {h: {"upload": self.changes.upload.get(h, []),
+                          "chmod": self.changes.chmod.get(h, []),
+                          "remove": self.changes.remove.get(h, [])}
+                      for h in sorted(self.changes.upload)},
+        }, indent=2, sort_keys=True)
+
+
+def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = (),
+           timeout: float = 600, dry_run: bool = False, min_free_mb: int = 100) -> Result:
+    """Converge the hosts on the target. Raises DeployError (exit 3) on failure."""
+    with Session(target, opts, echo, only) as s:
+        remotes = s.probe(gpus=True)
+        ch = decide(target, remotes)
+        problems = _preflight(s, remotes, ch, min_free_mb << 20)
+        if problems:
+            raise DeployError("preflight failed:\n" + "\n".join(f"  {p}" for p in problems))
+        if dry_run:
+            return Result(target, ch, _rows(ch, "plan"))
+        n_up = sum(len(v) for v in ch.upload.values())
+        echo(f"preflight ok on {len(s.hosts)} host(s); {n_up} file(s) to upload, "
+             f"{sum(1 for a in ch.units if a.action != 'none')} unit(s) to (re)start or stop")
+        # stop: routers on every host, then engines
+        for kind in ("router", "engine"):
+            def stop(h: Host, kind: str = kind) -> None:
+                names = [a.unit for a in ch.units if a.host == h.name and a.kind == kind
+                         and a.action in ("restart", "stop")]
+                if names:
+                    echo(f"  stop    {h.name} {' '.join(names)}")
+                    h.host_script("stop", *names, what=f"stop {' '.join(names)}")
+            _parallel(s.hosts, stop)
+
+        def upload(h: Host) -> None:
+            rels = ch.upload.get(h.name, [])
+            root = h.spec.root
+            dirs = sorted({f"{root}/{rel}".rsplit("/", 1)[0] for rel in rels} | {
+                f"{root}/.sgl-gen", f"{root}/run", f"{root}/logs"})
+            h.run("mkdir -p " + " ".join(shlex.quote(d) for d in dirs), "mkdir")
+            for rel in rels:
+                data, mode = h.spec.files[rel]
+                h.put(rel, data, mode)
+            for rel in ch.chmod.get(h.name, []):
+                h.conn.sftp().chmod(f"{root}/{rel}", h.spec.files[rel][1])
+            if ch.remove.get(h.name):
+                h.run("rm -f " + " ".join(shlex.quote(f"{root}/{rel}")
+                                          for rel in ch.remove[h.name]), "remove stale files")
+            if rels or ch.remove.get(h.name):
+                echo(f"  upload  {h.name}: {len(rels)} file(s)"
+                     + (f", removed {len(ch.remove[h.name])}" if ch.remove.get(h.name) else ""))
+        _parallel(s.hosts, upload)
+
+        token = uuid.uuid4().hex[:12]
+        deadline = time.monotonic() + timeout
+        running: dict[str, dict[str, str]] = {h.name: {} for h in s.hosts}
+        for h in s.hosts:
+            for u in h.spec.units:
+                a = next(x for x in ch.units if x.host == h.name and x.unit == u.name)
+                if a.action == "none":
+                    running[h.name][u.name] = h.spec.unit_hash(u)
+        try:
+            for kind in ("engine", "router"):
+                def start(h: Host, kind: str = kind) -> None:
+                    names = [a.unit for a in ch.units if a.host == h.name and a.kind == kind
+                             and a.action in ("start", "restart")]
+                    if names:
+                        echo(f"  start   {h.name} {' '.join(names)}")
+                        _start(s, h, names, timeout + 30, token)
+                        for u in h.spec.units:
+                            if u.name in names:
+                                running[h.name][u.name] = h.spec.unit_hash(u)
+                _parallel(s.hosts, start)
+                _parallel(s.hosts, lambda h: _write_manifest(h, target, running[h.name]))
+                units = [u for h in s.hosts for u in h.spec.units if u.kind == kind]
+                if kind == "engine":
+                    checks = [(u, u.health_url) for u in units if u.health_url]
+                    echo(f"waiting for {len(checks)} engine(s) to become healthy")
+                    _wait(s, "engines to become healthy", checks, units,
+                          max(1.0, deadline - time.monotonic()), token, echo, timeout)
+                else:
+                    checks = [(u, u.url + "/workers") for u in units]
+                    echo(f"waiting for {len(checks)} router(s) to list their workers as healthy")
+                    _wait(s, "routers to list exactly their workers as healthy", checks,
+                          units, max(1.0, deadline - time.monotonic()), token, echo, timeout)
+        finally:
+            _end_watch(s, token)
+        return Result(target, ch, _rows(ch, "done"))
+
+
+def diff(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = ()) -> Result:
+    with Session(target, opts, echo, only) as s:
+        remotes = s.probe()
+        ch = decide(target, remotes)
+        return Result(target, ch, _rows(ch, "plan"))
+
+
+def _rows(ch: Changes, phase: str) -> list[dict[str, Any]]:
+    past = {"start": "started", "restart": "restarted", "stop": "stopped", "none": "unchanged"}
+    return [{"host": a.host, "unit": a.unit, "kind": a.kind,
+             "action": a.action if phase == "plan" else past[a.action],
+             "reason": a.reason, "was": a.state, "url": a.url} for a in ch.units]
+
+
+def status(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = ()
+           ) -> list[dict[str, Any]]:
+    """Per unit: state, pid, health (rank-0 engines: /health; routers: /workers as expected)."""
+    with Session(target, opts, echo, only) as s:
+        units = {h.name: list(h.spec.units) for h in s.hosts}
+        urls = {h.name: {u.health_url: u.health_url for u in h.spec.units if u.health_url
+                         and u.kind == "engine"} | {u.url + "/workers": u.url + "/workers"
+                                                    for u in h.spec.units if u.kind == "router"}
+                for h in s.hosts}
+        res = s.poll(units, urls)
+        rows = []
+        for h in s.hosts:
+            r = res[h.name]
+            known = {u.name for u in h.spec.units}
+            for u in h.spec.units:
+                st = r["units"].get(u.name, {})
+                if u.kind == "router":
+                    got = r["http"][u.url + "/workers"]
+                    healthy: bool | None = _workers_ok(u, got)
+                elif u.health_url:
+                    got = r["http"][u.health_url]
+                    healthy = got[0] == 200
+                else:
+                    healthy = None
+                rows.append({"host": h.name, "unit": u.name, "kind": u.kind,
+                             "state": st.get("state", "stopped"), "pid": st.get("pid"),
+                             "healthy": healthy if st.get("state") == "running" else False,
+                             "url": u.url})
+            for name, st in sorted(r["units"].items()):
+                if name not in known and st.get("state") == "running":
+                    rows.append({"host": h.name, "unit": name, "kind": "unknown",
+                                 "state": "running (not in the plan)", "pid": st.get("pid"),
+                                 "healthy": None, "url": ""})
+        return rows
+
+
+def down(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = ()) -> int:
+    """Routers on every host, then engines; return how many units were stopped."""
+    with Session(target, opts, echo, only) as s:
+        remotes = s.probe()
+        stopped = 0
+        lock = threading.Lock()
+        for kind in ("router", "engine"):
+            def stop(h: Host, kind: str = kind) -> None:
+                nonlocal stopped
+                r = remotes[h.name]
+                names = [n for n, st in r.units.items() if st.get("state") in ("running", "dead")
+                         and (n.startswith("router-") == (kind == "router"))]
+                if not names:
+                    return
+                if "sgl-gen-host.sh" not in r.files:
+                    raise DeployError(f"{h.name}: {h.spec.root}/sgl-gen-host.sh is missing; "
+                                      f"cannot stop {' '.join(names)}")
+                known = set(_host_units(h, remotes))
+                script = [n for n in names if n in known]
+                if script:
+                    out = h.host_script("stop", *script, what="stop")
+                    for line in out.splitlines():
+                        echo(f"  {h.name}: {line}")
+                    with lock:
+                        stopped += sum(1 for line in out.splitlines() if line.endswith("stopped"))
+            _parallel(s.hosts, stop)
+
+        def clear(h: Host) -> None:
+            if "sgl-gen-host.sh" in remotes[h.name].files:
+                _write_manifest(h, target, {})
+        _parallel(s.hosts, clear)
+        return stopped
+
+
+def _host_units(h: Host, remotes: dict[str, Remote]) -> list[str]:
+    """Units the host's deployed sgl-gen-host.sh knows (its UNITS array)."""
+    text = h.run(f"cat {shlex.quote(h.spec.root + '/sgl-gen-host.sh')}", "read sgl-gen-host.sh")
+    names, inside = [], False
+    for line in str(text.stdout).splitlines():
+        if line.startswith("UNITS=("):
+            inside = True
+            continue
+        if inside:
+            if line.strip() == ")":
+                break
+            try:
+                names += shlex.split(line)
+            except ValueError:
+                pass
+    return names
+
+
+def logs(target: Target, opts: SshOptions, *, echo: Echo, units: tuple[str, ...] = (),
+         lines: int = 50, follow: bool = False, out: Echo) -> None:
+    """Print each unit's log tail (``follow``: keep streaming, prefixed with host and unit)."""
+    known = {u.name: u for u in target.units()}
+    for n in units:
+        if n not in known:
+            raise SglGenError(f"unknown unit {n!r} (units: {', '.join(sorted(known))})",
+                              exit_code=2)
+    wanted = [known[n] for n in units] if units else target.units()
+    only = tuple(dict.fromkeys(u.host for u in wanted))
+    with Session(target, opts, echo, only) as s:
+        if not follow:
+            for u in wanted:
+                h = s.host(u.host)
+                text = h.run(f"tail -n {int(lines)} {shlex.quote(h.spec.root)}/logs/"
+                             f"{shlex.quote(u.name)}.log 2>/dev/null || true", "logs")
+                out(f"==> {u.host} {u.name} <==")
+                for line in str(text.stdout).splitlines():
+                    out(line)
+            return
+        lock = threading.Lock()
+
+        class _Stream:
+            def __init__(self, prefix: str):
+                self.prefix, self.buf = prefix, ""
+
+            def write(self, data: str) -> None:
+                self.buf += data
+                *done, self.buf = self.buf.split("\n")
+                with lock:
+                    for line in done:
+                        out(f"{self.prefix} {line}")
+
+            def flush(self) -> None:
+                pass
+
+        def follow_one(u: UnitSpec) -> None:
+            h = s.host(u.host)
+            h.conn.run(f"tail -n {int(lines)} -F {shlex.quote(h.spec.root)}/logs/"
+                       f"{shlex.quote(u.name)}.log", hide=True, warn=True, in_stream=False,
+                       out_stream=_Stream(f"{u.host} {u.name} |"))
+        _parallel(wanted, follow_one)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    cells = [[c.upper() for c in cols]] + [["-" if r.get(c) is None else str(r.get(c))
+                                            for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    return "".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n"
+                   for row in cells)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rolling restart
+
+_HTTP = r'''
+import json, sys, urllib.request, urllib.error
+A = json.loads(sys.argv[1])
+data = json.dumps(A["body"]).encode() if A.get("body") is not None else None
+req = urllib.request.Request(A["url"], data=data, method=A["method"],
+                             headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        status, body = r.status, r.read(1 << 20)
+except urllib.error.HTTPError as e:
+    status, body = e.code, e.read(4096)
+except Exception as e:
+    status, body = 0, str(e).encode()
+try:
+    parsed = json.loads(body)
+except ValueError:
+    parsed = body[:300].decode("utf-8", "replace")
+print(json.dumps([status, parsed]))
+'''
+
+
+def _http(host: Host, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    got = host.py(_HTTP, {"method": method, "url": url, "body": body}, f"{method} {url}")
+    return int(got[0]), got[1]
+
+
+def restart_rolling(target: Target, opts: SshOptions, *, echo: Echo, units: tuple[str, ...] = (),
+                    timeout: float = 600, drain: float = 2.0,
+                    allow_downtime: bool = False) -> list[str]:
+    """Restart engines one at a time behind their routers: take the engine out of its router
+    (``DELETE /workers/{id}``), let in-flight requests drain, restart every rank, wait for health,
+    put it back (``POST /workers``) and wait until the router lists it healthy. An engine that is
+    the only worker of its role in its router is refused unless ``allow_downtime``. Returns the
+    engine ids restarted, in order."""
+    plan_units = target.units()
+    by_name = {u.name: u for u in plan_units}
+    unknown = [n for n in units if n not in by_name]
+    if unknown:
+        raise SglGenError(f"unknown unit(s) {', '.join(unknown)} "
+                          f"(units: {', '.join(sorted(by_name))})", exit_code=2)
+    routers = {u.model: u for u in plan_units if u.kind == "router"}
+    engines: dict[str, list[UnitSpec]] = {}
+    for u in plan_units:
+        if u.engine is not None and (not units or u.name in units):
+            engines.setdefault(u.engine, [])
+    for u in plan_units:
+        if u.engine in engines:
+            engines[u.engine].append(u)
+    rank0 = {eid: next(u for u in us if u.node_rank == 0) for eid, us in engines.items()}
+    with Session(target, opts, echo) as s:
+        done: list[str] = []
+        for eid, us in engines.items():
+            r0 = rank0[eid]
+            router = routers[r0.model]
+            rhost = s.host(router.host)
+            eurl = r0.url
+            status, body = _http(rhost, "GET", router.url + "/workers")
+            if status != 200 or not isinstance(body, dict):
+                raise DeployError(f"{router.host}: {router.name}: GET /workers -> {status} {body}")
+            workers = [w for w in body.get("workers", []) if isinstance(w, dict)]
+            me = next((w for w in workers if w.get("url") == eurl), None)
+            role = (me or {}).get("worker_type", "regular")
+            peers = [w for w in workers if w.get("worker_type") == role and w.get("url") != eurl
+                     and w.get("is_healthy")]
+            if me is not None and not peers and not allow_downtime:
+                raise DeployError(f"{eid}: the only healthy {role} worker of {router.name}; "
+                                  f"restarting it would leave the router without one "
+                                  f"(pass --allow-downtime to restart it anyway)")
+            echo(f"  {eid}: remove from {router.name}")
+            if me is not None:
+                st, b = _http(rhost, "DELETE", f"{router.url}/workers/{me['id']}")
+                if st not in (200, 202, 204):
+                    raise DeployError(f"{router.host}: DELETE /workers/{me['id']} -> {st} {b}")
+                _wait_workers(rhost, router.url, eurl, False, timeout, f"{router.name} to drop {eurl}")
+                time.sleep(drain)
+            for u in sorted(us, key=lambda u: -u.node_rank):
+                s.host(u.host).host_script("stop", u.name, what=f"stop {u.name}")
+            token = uuid.uuid4().hex[:12]
+            try:
+                _start_ranks(s, us, timeout + 30, token)
+                echo(f"  {eid}: restarted, waiting for {r0.health_url}")
+                _wait(s, f"{eid} to become healthy", [(r0, str(r0.health_url))], us,
+                      timeout, token, echo)
+            finally:
+                _end_watch(s, token)
+            add: dict[str, Any] = {"url": eurl, "worker_type": role}
+            if me is not None and me.get("bootstrap_port") is not None:
+                add["bootstrap_port"] = me["bootstrap_port"]
+            st, b = _http(rhost, "POST", router.url + "/workers", add)
+            if st not in (200, 201, 202):
+                raise DeployError(f"{router.host}: POST /workers {add} -> {st} {b}")
+            _wait_workers(rhost, router.url, eurl, True, timeout,
+                          f"{router.name} to list {eurl} as healthy")
+            echo(f"  {eid}: back in {router.name}")
+            done.append(eid)
+        return done
+
+
+def _start_ranks(s: Session, us: list[UnitSpec], timeout: float, token: str) -> None:
+    def one(h: str) -> None:
+        _start(s, s.host(h), [u.name for u in us if u.host == h], timeout, token)
+    _parallel(sorted({u.host for u in us}), one)
+
+
+def _wait_workers(host: Host, router_url: str, url: str, present: bool, timeout: float,
+                  what: str) -> None:
+    """Until the router lists ``url`` as a healthy worker (present) or not at all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = _http(host, "GET", router_url + "/workers")
+        urls = {str(w.get("url")): bool(w.get("is_healthy")) for w in (body or {}).get("workers", [])
+                if isinstance(w, dict)} if isinstance(body, dict) else {}
+        if status == 200 and ((urls.get(url) is True) if present else (url not in urls)):
+            return
+        if time.monotonic() > deadline:
+            raise DeployError(f"{host.name}: timed out after {timeout:g}s waiting for {what} "
+                              f"(GET /workers -> {status} {json.dumps(body)[:300]})")
+        time.sleep(0.3)
