@@ -2,7 +2,7 @@
 PY ?= python3
 SMG_VENV ?= /opt/sgl-gen-smg
 
-.PHONY: test deps lint typecheck pytest outcheck golden golden-add router-catalogs bench
+.PHONY: test deps lint typecheck pytest outcheck golden golden-add router-catalogs bench bench-deploy
 
 test: deps lint typecheck pytest outcheck
 
@@ -40,3 +40,11 @@ router-catalogs:
 # render benchmark: 64 / 512 / 8,192 GPUs; prints wall time, peak memory, ratio to bare Jinja
 bench:
 	$(PY) tests/bench_render.py
+
+# deploy benchmark (root; real sshd hosts in network namespaces): 1 vs 8 hosts, no-op redeploy,
+# and the same deployment by an Ansible playbook; ansible-core goes into its own venv
+ANSIBLE_VENV ?= $(CURDIR)/.cache/ansible-venv
+bench-deploy:
+	test -x $(ANSIBLE_VENV)/bin/ansible-playbook || \
+	  { $(PY) -m venv $(ANSIBLE_VENV) && $(ANSIBLE_VENV)/bin/pip install -q 'ansible-core==2.19.*'; }
+	$(PY) tests/bench_deploy.py --ansible-playbook $(ANSIBLE_VENV)/bin/ansible-playbook

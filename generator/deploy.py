@@ -898,12 +898,7 @@ def _wait(session: Session, what: str, checks: list[tuple[UnitSpec, str]],
                           "abort wait", check=False)
             _parallel(hosts, abort)
 
-    try:
-        _parallel(hosts, one)
-    finally:
-        _parallel(hosts, lambda n: session.host(n).run(
-            f"rm -f {shlex.quote(session.host(n).spec.root)}/run/.deploy-{token}.abort",
-            "cleanup", check=False))
+    _parallel(hosts, one)  # the token's abort file goes in _end_watch, with its other files
     failure = state["failure"]
     if failure is not None:
         name, ev = failure
@@ -962,19 +957,24 @@ def _start(session: Session, host: Host, units: list[str], timeout: float, token
     return text
 
 
-def _end_watch(session: Session, token: str) -> None:
+def _end_watch(session: Session, token: str, hosts: Iterable[str] | None = None) -> None:
+    """Remove the token's files (watch: the start helpers exit; abort; out) on the hosts where it
+    was used (default: all), in parallel, one command each; a host that cannot be reached keeps
+    them until the helpers' own timeout."""
+    names = set(hosts) if hosts is not None else {h.name for h in session.hosts}
+
     def one(h: Host) -> None:
         try:
-            h.run(f"rm -f {shlex.quote(h.spec.root)}/run/.deploy-{token}.watch", "cleanup",
+            h.run(f"rm -f {shlex.quote(h.spec.root)}/run/.deploy-{token}.*", "cleanup",
                   check=False)
         except SglGenError:
             pass
-    for h in session.hosts:
-        if h.conn is not None:
-            one(h)
+    _parallel([h for h in session.hosts if h.conn is not None and h.name in names], one)
 
 
-def _write_manifest(host: Host, target: Target, units: dict[str, str]) -> None:
+def _write_manifest(host: Host, target: Target, units: dict[str, str],
+                    have: Any = None) -> Any:
+    """Upload the host's manifest unless ``have`` (what the host has) is the same; return it."""
     spec = host.spec
     doc = {
         "deployment": target.name,
@@ -985,8 +985,11 @@ def _write_manifest(host: Host, target: Target, units: dict[str, str]) -> None:
         "units": {u.name: {"kind": u.kind, "hash": units[u.name], "url": u.url}
                   for u in spec.units if u.name in units},
     }
+    if doc == have:
+        return have
     data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
     host.put(MANIFEST, data, 0o644)
+    return doc
 
 
 @dataclass
@@ -1033,6 +1036,9 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
 
         def upload(h: Host) -> None:
             rels = ch.upload.get(h.name, [])
+            if not rels and not ch.chmod.get(h.name) and not ch.remove.get(h.name) \
+                    and remotes[h.name].probe.get("manifest") is not None:
+                return  # nothing to change, and the directories exist
             root = h.spec.root
             dirs = sorted({f"{root}/{rel}".rsplit("/", 1)[0] for rel in rels} | {
                 f"{root}/.sgl-gen", f"{root}/run", f"{root}/logs"})
@@ -1053,37 +1059,56 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
         token = uuid.uuid4().hex[:12]
         deadline = time.monotonic() + timeout
         running: dict[str, dict[str, str]] = {h.name: {} for h in s.hosts}
+        manifests = {h.name: remotes[h.name].probe.get("manifest") for h in s.hosts}
         for h in s.hosts:
             for u in h.spec.units:
                 a = next(x for x in ch.units if x.host == h.name and x.unit == u.name)
                 if a.action == "none":
                     running[h.name][u.name] = h.spec.unit_hash(u)
+
+        def to_start(h: Host, kinds: tuple[str, ...]) -> list[str]:
+            return [a.unit for a in ch.units if a.host == h.name and a.kind in kinds
+                    and a.action in ("start", "restart")]
+
+        def record(h: Host) -> None:
+            manifests[h.name] = _write_manifest(h, target, running[h.name], manifests[h.name])
+
+        # Engines start first and must be healthy before routers start. When no router has to
+        # start, one wait covers both: engines healthy and every router listing its workers.
+        started: set[str] = set()
+        any_router = any(to_start(h, ("router",)) for h in s.hosts)
+        phases = [("engine",), ("router",)] if any_router else [("engine", "router")]
         try:
-            for kind in ("engine", "router"):
-                def start(h: Host, kind: str = kind) -> None:
-                    names = [a.unit for a in ch.units if a.host == h.name and a.kind == kind
-                             and a.action in ("start", "restart")]
+            for kinds in phases:
+                def start(h: Host, kinds: tuple[str, ...] = kinds) -> None:
+                    names = to_start(h, kinds)
                     if names:
                         echo(f"  start   {h.name} {' '.join(names)}")
+                        started.add(h.name)
                         _start(s, h, names, timeout + 30, token)
                         for u in h.spec.units:
                             if u.name in names:
                                 running[h.name][u.name] = h.spec.unit_hash(u)
                 _parallel(s.hosts, start)
-                _parallel(s.hosts, lambda h: _write_manifest(h, target, running[h.name]))
-                units = [u for h in s.hosts for u in h.spec.units if u.kind == kind]
-                if kind == "engine":
-                    checks = [(u, u.health_url) for u in units if u.health_url]
-                    echo(f"waiting for {len(checks)} engine(s) to become healthy")
-                    _wait(s, "engines to become healthy", checks, units,
-                          max(1.0, deadline - time.monotonic()), token, echo, timeout)
-                else:
-                    checks = [(u, u.url + "/workers") for u in units]
-                    echo(f"waiting for {len(checks)} router(s) to list their workers as healthy")
-                    _wait(s, "routers to list exactly their workers as healthy", checks,
-                          units, max(1.0, deadline - time.monotonic()), token, echo, timeout)
-        finally:
-            _end_watch(s, token)
+                _parallel(s.hosts, record)
+                units = [u for h in s.hosts for u in h.spec.units if u.kind in kinds]
+                checks = [(u, u.health_url) for u in units if u.kind == "engine" and u.health_url]
+                checks += [(u, u.url + "/workers") for u in units if u.kind == "router"]
+                if not checks:
+                    continue
+                eng = [u for u, _ in checks if u.kind == "engine"]
+                parts = [("engines to become healthy", len(eng))] if eng else []
+                if len(eng) < len(checks):
+                    parts.append(("routers to list exactly their workers as healthy",
+                                  len(checks) - len(eng)))
+                echo("waiting for " + " and ".join(
+                    f"{n} {what.replace('s to ', '(s) to ', 1)}" for what, n in parts))
+                _wait(s, " and ".join(what for what, _ in parts), checks, units,
+                      max(1.0, deadline - time.monotonic()), token, echo, timeout)
+        except BaseException:
+            _end_watch(s, token)  # a failed wait may have left abort files on any host
+            raise
+        _end_watch(s, token, started)
         return Result(target, ch, _rows(ch, "done"))
 
 
@@ -1165,8 +1190,9 @@ def down(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] 
             _parallel(s.hosts, stop)
 
         def clear(h: Host) -> None:
-            if "sgl-gen-host.sh" in remotes[h.name].files:
-                _write_manifest(h, target, {})
+            have = remotes[h.name].probe.get("manifest")
+            if have is not None:  # files put there by other means have none to update
+                _write_manifest(h, target, {}, have)
         _parallel(s.hosts, clear)
         return stopped
 
@@ -1332,7 +1358,7 @@ def restart_rolling(target: Target, opts: SshOptions, *, echo: Echo, units: tupl
                 _wait(s, f"{eid} to become healthy", [(r0, str(r0.health_url))], us,
                       timeout, token, echo)
             finally:
-                _end_watch(s, token)
+                _end_watch(s, token, {u.host for u in us})
             add: dict[str, Any] = {"url": eurl, "worker_type": role}
             if me is not None and me.get("bootstrap_port") is not None:
                 add["bootstrap_port"] = me["bootstrap_port"]

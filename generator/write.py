@@ -67,17 +67,28 @@ def diff_tree(root: Path, artifacts: dict[str, Artifact]) -> list[Change]:
     return sorted(out, key=lambda c: c.path)
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: str, data: bytes, mode: int, umask: int | None = None) -> None:
     # temp file in the same directory, then rename: a reader never sees half a file, and a
     # failure leaves the old file in place. (No fsync per file: it made an 8,192-GPU render
     # take 9 s instead of 1; durability across power loss is the filesystem's, as for git.)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)  # the umask may have narrowed os.open's mode
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if mode & (umask if umask is not None else _umask()):
+                os.fchmod(fd, mode)  # the umask narrowed os.open's mode
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -92,22 +103,27 @@ def write_tree(root: Path, artifacts: dict[str, Artifact]) -> list[Change]:
     if root.exists() and not root.is_dir():
         raise SglGenError(f"{root}: exists and is not a directory")
     changes = diff_tree(root, artifacts)
+    base = str(root)
+    umask = _umask()
+    made: set[str] = set()
     try:
         for c in changes:
-            target = root / c.path
-            if c.action in ("create", "update", "mode"):
+            target = os.path.join(base, c.path)
+            if c.action in ("create", "update"):
+                d = os.path.dirname(target)
+                if d not in made:
+                    os.makedirs(d, exist_ok=True)
+                    made.add(d)
                 art = artifacts[c.path]
-                if c.action == "mode":
-                    os.chmod(target, art.mode)
-                else:
-                    _atomic_write(target, art.content.encode("utf-8"), art.mode)
+                _atomic_write(target, art.content.encode("utf-8"), art.mode, umask)
+            elif c.action == "mode":
+                os.chmod(target, artifacts[c.path].mode)
             elif c.action == "stale":
-                target.unlink()
-        # prune directories that became empty
-        if root.is_dir():
-            for d in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
-                if not any(d.iterdir()):
-                    d.rmdir()
+                os.unlink(target)
+        if any(c.action == "stale" for c in changes):  # prune directories that became empty
+            for dirpath, _, _ in os.walk(base, topdown=False):
+                if dirpath != base and not os.listdir(dirpath):
+                    os.rmdir(dirpath)
     except OSError as exc:
         raise SglGenError(f"{exc.filename or root}: cannot write: {exc.strerror}") from None
     return changes

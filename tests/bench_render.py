@@ -13,6 +13,8 @@ Figures are printed, never asserted: `make bench` (or `python tests/bench_render
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import resource
 import subprocess
 import sys
@@ -30,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from generator import render as render_mod  # noqa: E402
 from generator.paths import TEMPLATES  # noqa: E402
 from generator.pipeline import compile_plan  # noqa: E402
+from generator.planfile import plan_dict  # noqa: E402
 
 GPN = 8
 #: (worker groups of one model, GPUs it takes): a repeating mix of model shapes
@@ -86,9 +89,14 @@ def cli_render(path: Path, out: Path) -> tuple[float, int]:
     return wall, max(before, after)
 
 
-def inprocess_and_floor(path: Path, repeat: int) -> tuple[float, float, float, int]:
-    """Best-of in-process seconds — compile+render, render stage alone — the bare-Jinja floor,
-    and the file count."""
+def inprocess_and_floor(path: Path, repeat: int) -> tuple[float, float, float, float, int]:
+    """Best-of in-process seconds — compile+render, the render stage alone, the floor, the
+    floor's template part alone — and the file count.
+
+    The floor produces the same files with nothing but the bare tools, from inputs computed
+    beforehand: every template file by bare Jinja from its captured context, every JSON file by
+    ``json.dumps(indent=2, sort_keys=True)`` from its data, MANIFEST.sha256 by hashlib over the
+    files. Its output is checked byte for byte against sgl-gen's before anything is timed."""
     captured: list[tuple[str, dict[str, Any]]] = []
     real = render_mod._tmpl
 
@@ -98,15 +106,42 @@ def inprocess_and_floor(path: Path, repeat: int) -> tuple[float, float, float, i
 
     render_mod._tmpl = spy  # type: ignore[assignment]
     try:
-        arts = render_mod.render(compile_plan(path))
+        plan = compile_plan(path)
+        arts = render_mod.render(plan)
     finally:
         render_mod._tmpl = real  # type: ignore[assignment]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["shq"] = render_mod.shq
-    templates = {name: env.get_template(name) for name, _ in captured}
-    best_full = best_stage = best_floor = float("inf")
+    templates = [(env.get_template(name), ctx) for name, ctx in captured]
+    data = {"plan.json": plan_dict(plan), "endpoints.json": render_mod.endpoints(plan),
+            "prometheus/targets.json": render_mod._prometheus(plan)}
+
+    def floor() -> tuple[dict[str, str], list[str]]:
+        files = {rel: json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+                 for rel, obj in data.items()}
+        rendered = [t.render(**ctx) for t, ctx in templates]
+        return files, rendered
+
+    files, rendered = floor()
+    mismatch = [rel for rel in files if files[rel] != arts[rel].content]
+    by_content: dict[str, list[str]] = {}
+    for rel in sorted(set(arts) - set(files) - {"MANIFEST.sha256"}):
+        by_content.setdefault(arts[rel].content, []).append(rel)
+    try:  # the path of each template render, in render order
+        paths = [by_content[text].pop() for text in rendered]
+    except (KeyError, IndexError):
+        mismatch.append("a template file")
+    if mismatch or any(by_content.values()):
+        raise SystemExit(f"the floor does not produce sgl-gen's files: {mismatch or 'some'}")
+    contents = {**files, **dict(zip(paths, rendered, strict=True))}
+    manifest = "".join(f"{hashlib.sha256(contents[rel].encode()).hexdigest()}  {rel}\n"
+                       for rel in sorted(contents))
+    if manifest != arts["MANIFEST.sha256"].content:
+        raise SystemExit("the floor's MANIFEST.sha256 differs from sgl-gen's")
+
+    best_full = best_stage = best_floor = best_tmpl = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
         plan = compile_plan(path)
@@ -115,10 +150,18 @@ def inprocess_and_floor(path: Path, repeat: int) -> tuple[float, float, float, i
         t2 = time.perf_counter()
         best_full, best_stage = min(best_full, t2 - t0), min(best_stage, t2 - t1)
         t0 = time.perf_counter()
-        for name, ctx in captured:
-            templates[name].render(**ctx)
-        best_floor = min(best_floor, time.perf_counter() - t0)
-    return best_full, best_stage, best_floor, len(arts)
+        files, rendered = floor()
+        t1 = time.perf_counter()
+        contents = {**files, **dict(zip(paths, rendered, strict=True))}
+        "".join(f"{hashlib.sha256(contents[rel].encode()).hexdigest()}  {rel}\n"
+                for rel in sorted(contents))
+        t2 = time.perf_counter()
+        best_floor = min(best_floor, t2 - t0)
+        t0 = time.perf_counter()
+        for t, ctx in templates:
+            t.render(**ctx)
+        best_tmpl = min(best_tmpl, time.perf_counter() - t0)
+    return best_full, best_stage, best_floor, best_tmpl, len(arts)
 
 
 def main() -> int:
@@ -134,17 +177,21 @@ def main() -> int:
             path.write_text(yaml.safe_dump(topology(n), sort_keys=False), encoding="utf-8")
             plan = compile_plan(path)
             engines = sum(len(m.engines) for m in plan.models)
-            walls, rss = [], 0
-            for _ in range(args.repeat):
-                wall, rss = cli_render(path, Path(tmp) / "out")
+            walls, again, rss = [], [], 0
+            for i in range(args.repeat):
+                out = Path(tmp) / f"out{n}-{i}"  # a fresh directory: every file is created
+                wall, rss = cli_render(path, out)
                 walls.append(wall)
-            full, stage, floor, files = inprocess_and_floor(path, args.repeat)
+                again.append(cli_render(path, out)[0])  # the same render again: all identical
+            full, stage, floor, tmpl, files = inprocess_and_floor(path, args.repeat)
             rows[n] = (min(walls), rss, full, floor)
             print(f"{n:>6} GPUs: {len(plan.models):>3} models, {engines:>5} engines, "
-                  f"{files:>6} files | sgl-gen render {min(walls):6.3f} s (best of "
-                  f"{args.repeat}), peak RSS {rss / 1024:6.1f} MB | in-process: compile+render "
-                  f"{full:6.3f} s, render stage {stage:6.3f} s, bare-Jinja floor {floor:6.3f} s; "
-                  f"render/floor {stage / floor:4.2f}x, all/floor {full / floor:4.2f}x")
+                  f"{files:>6} files | sgl-gen render {min(walls):6.3f} s into a fresh "
+                  f"directory, {min(again):6.3f} s again over it (best of {args.repeat}), "
+                  f"peak RSS {rss / 1024:6.1f} MB | in-process: compile+render "
+                  f"{full:6.3f} s, render stage {stage:6.3f} s, floor {floor:6.3f} s (its "
+                  f"templates {tmpl:6.3f} s); render/floor {stage / floor:4.2f}x, "
+                  f"compile+render/floor {full / floor:4.2f}x")
     if 512 in rows and 8192 in rows:
         print(f"8192/512 wall-time ratio: {rows[8192][0] / rows[512][0]:.2f} (linear: 16); "
               f"in-process ratio: {rows[8192][2] / rows[512][2]:.2f}")

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -80,12 +81,18 @@ class Deployment:
         assert r.exit_code == 0, r.output
 
     def nothing_running(self) -> None:
-        """Only sshd is left in each namespace, and it is the only listener."""
+        """Only sshd is left in each namespace, and it is the only listener. A process that has
+        exited but is not yet reaped by its parent (state Z: on a machine whose PID 1 reaps
+        orphans late, every stopped daemon passes through it) runs nothing and holds no port, as
+        the host script's own `alive` says; a process still exiting gets a moment to finish."""
         for h in self.hosts.hosts:
             assert h.sshd is not None
-            pids = set(self.hosts.ns_pids(h))
-            others = {p: _cmdline(p) for p in pids if p != h.sshd.pid
-                      and not _cmdline(p).startswith(("ip netns exec", "sshd:"))}
+            sshd = h.sshd.pid
+            others = _live_others(self.hosts.ns_pids(h), sshd)
+            deadline = time.monotonic() + 5
+            while others and time.monotonic() < deadline:
+                time.sleep(0.2)
+                others = _live_others(self.hosts.ns_pids(h), sshd)
             assert others == {}, h.address
             assert [line.split()[3] for line in self.hosts.listening(h)] == [f"{h.address}:22"]
 
@@ -95,6 +102,26 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     except OSError:
         return ""
+
+
+def _state(pid: int) -> str:
+    """The one-letter state from /proc/PID/stat ("" once the process is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2:].split(" ", 1)[0]
+
+
+def _live_others(pids: list[int], sshd: int) -> dict[int, str]:
+    """Processes other than sshd (and its sessions) that have not exited: pid -> "STATE cmdline"."""
+    out = {}
+    for p in pids:
+        cmd, state = _cmdline(p), _state(p)
+        if p == sshd or cmd.startswith(("ip netns exec", "sshd:")) or state in ("", "Z", "X"):
+            continue
+        out[p] = f"{state} {cmd}"
+    return out
 
 
 @pytest.fixture
