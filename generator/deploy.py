@@ -389,6 +389,14 @@ while True:
     if tick % 4 == 0:
         say({"tick": sorted(pending)})
     time.sleep(0.25)
+if A["finish"]:  # the deploy's last wait: its files go (the start helpers see the watch go)
+    run = os.path.join(root, "run")
+    for f in os.listdir(run) if os.path.isdir(run) else ():
+        if f.startswith(A["finish"]):
+            try:
+                os.unlink(os.path.join(run, f))
+            except OSError:
+                pass
 '''
 
 
@@ -399,6 +407,12 @@ import ctypes, json, os, subprocess, sys, time
 A = json.loads(sys.argv[1])
 root, run = A["root"], os.path.join(A["root"], "run")
 os.makedirs(run, exist_ok=True)
+if A.get("manifest") is not None:  # what is deployed, recorded before the units start
+    path = os.path.join(root, A["manifest_path"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(A["manifest"])
+    os.replace(path + ".tmp", path)
 try:
     ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 except Exception:
@@ -840,12 +854,14 @@ class _Lines:
 
 def _wait(session: Session, what: str, checks: list[tuple[UnitSpec, str]],
           watch: list[UnitSpec], timeout: float, token: str, echo: Echo,
-          budget: float | None = None) -> None:
+          budget: float | None = None, finish: Iterable[str] = ()) -> None:
     """Wait until every check passes, each host watching its own units with one remote process
     (``_WAIT``) that reports as things happen: fail at once when a watched unit's process exits
-    (its exit status and log tail), or at the deadline; one host failing stops the others."""
+    (its exit status and log tail), or at the deadline; one host failing stops the others.
+    On the ``finish`` hosts the waiter then removes the token's files (as ``_end_watch``)."""
     started = time.monotonic()
-    hosts = sorted({u.host for u, _ in checks} | {u.host for u in watch})
+    finish = set(finish)
+    hosts = sorted({u.host for u, _ in checks} | {u.host for u in watch} | finish)
     total = len(checks)
     lock = threading.Lock()
     state: dict[str, Any] = {"ready": 0, "pending": {u.name for u, _ in checks},
@@ -859,7 +875,8 @@ def _wait(session: Session, what: str, checks: list[tuple[UnitSpec, str]],
                 "checks": {u.name: url for u, url in checks if u.host == name},
                 "expected": {u.name: list(u.expected_workers) for u, _ in checks
                              if u.host == name and u.kind == "router"},
-                "watch": [u.name for u in watch if u.host == name]}
+                "watch": [u.name for u in watch if u.host == name],
+                "finish": f".deploy-{token}." if name in finish else None}
 
         def on_line(line: str) -> None:
             try:
@@ -939,11 +956,15 @@ def _workers_ok(u: UnitSpec, got: list[Any]) -> bool:
         w.get("is_healthy") for w in workers)
 
 
-def _start(session: Session, host: Host, units: list[str], timeout: float, token: str) -> str:
+def _start(session: Session, host: Host, units: list[str], timeout: float, token: str,
+           manifest: dict[str, Any] | None = None) -> str:
+    """Start units with the detached ``_START`` helper (writing ``manifest`` first, if given)."""
     root = host.spec.root
     watch = f"{root}/run/.deploy-{token}.watch"
     out = f"{root}/run/.deploy-{token}.out"
-    args = {"root": root, "units": units, "timeout": timeout, "watch": watch, "out": out}
+    args = {"root": root, "units": units, "timeout": timeout, "watch": watch, "out": out,
+            "manifest": None if manifest is None else _manifest_text(manifest),
+            "manifest_path": MANIFEST}
     q = shlex.quote
     cmd = (f"mkdir -p {q(root + '/run')} && : > {q(watch)} && "
            f"(setsid {_py_cmd(host.python, _START, args)} </dev/null >/dev/null 2>&1 &) && "
@@ -972,11 +993,9 @@ def _end_watch(session: Session, token: str, hosts: Iterable[str] | None = None)
     _parallel([h for h in session.hosts if h.conn is not None and h.name in names], one)
 
 
-def _write_manifest(host: Host, target: Target, units: dict[str, str],
-                    have: Any = None) -> Any:
-    """Upload the host's manifest unless ``have`` (what the host has) is the same; return it."""
+def _manifest_doc(host: Host, target: Target, units: dict[str, str]) -> dict[str, Any]:
     spec = host.spec
-    doc = {
+    return {
         "deployment": target.name,
         "generator": f"sgl-gen {__version__}",
         "host": spec.host,
@@ -985,10 +1004,18 @@ def _write_manifest(host: Host, target: Target, units: dict[str, str],
         "units": {u.name: {"kind": u.kind, "hash": units[u.name], "url": u.url}
                   for u in spec.units if u.name in units},
     }
-    if doc == have:
-        return have
-    data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
-    host.put(MANIFEST, data, 0o644)
+
+
+def _manifest_text(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def _write_manifest(host: Host, target: Target, units: dict[str, str],
+                    have: Any = None) -> Any:
+    """Upload the host's manifest unless ``have`` (what the host has) is the same; return it."""
+    doc = _manifest_doc(host, target, units)
+    if doc != have:
+        host.put(MANIFEST, _manifest_text(doc).encode(), 0o644)
     return doc
 
 
@@ -1085,12 +1112,16 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
                     if names:
                         echo(f"  start   {h.name} {' '.join(names)}")
                         started.add(h.name)
-                        _start(s, h, names, timeout + 30, token)
                         for u in h.spec.units:
                             if u.name in names:
                                 running[h.name][u.name] = h.spec.unit_hash(u)
+                        doc = _manifest_doc(h, target, running[h.name])
+                        _start(s, h, names, timeout + 30, token,
+                               None if doc == manifests[h.name] else doc)
+                        manifests[h.name] = doc
+                    else:
+                        record(h)
                 _parallel(s.hosts, start)
-                _parallel(s.hosts, record)
                 units = [u for h in s.hosts for u in h.spec.units if u.kind in kinds]
                 checks = [(u, u.health_url) for u in units if u.kind == "engine" and u.health_url]
                 checks += [(u, u.url + "/workers") for u in units if u.kind == "router"]
@@ -1103,8 +1134,12 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
                                   len(checks) - len(eng)))
                 echo("waiting for " + " and ".join(
                     f"{n} {what.replace('s to ', '(s) to ', 1)}" for what, n in parts))
+                last = kinds == phases[-1]
                 _wait(s, " and ".join(what for what, _ in parts), checks, units,
-                      max(1.0, deadline - time.monotonic()), token, echo, timeout)
+                      max(1.0, deadline - time.monotonic()), token, echo, timeout,
+                      finish=started if last else ())
+                if last:
+                    started.clear()  # the last wait cleaned up after itself
         except BaseException:
             _end_watch(s, token)  # a failed wait may have left abort files on any host
             raise
