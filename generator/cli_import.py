@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
 from generator.errors import SglGenError
+from generator.write import write_file
 
 
 def _write_or_print(text: str, output: str | None) -> None:
@@ -21,15 +20,7 @@ def _write_or_print(text: str, output: str | None) -> None:
     path = Path(output)
     if path.is_dir():
         raise SglGenError(f"{output}: is a directory", exit_code=2)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file(path, text.encode("utf-8"), 0o644)
     click.echo(f"wrote {path}", err=True)
 
 

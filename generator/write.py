@@ -73,7 +73,15 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: str, data: bytes, mode: int, umask: int | None = None) -> None:
+def write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write one file atomically (as every file of a render is); a failure names ``path``."""
+    try:
+        _atomic_write(str(path), data, mode, _umask())
+    except OSError as exc:
+        raise SglGenError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def _atomic_write(path: str, data: bytes, mode: int, umask: int) -> None:
     # temp file in the same directory, then rename: a reader never sees half a file, and a
     # failure leaves the old file in place. (No fsync per file: it made an 8,192-GPU render
     # take 9 s instead of 1; durability across power loss is the filesystem's, as for git.)
@@ -85,7 +93,7 @@ def _atomic_write(path: str, data: bytes, mode: int, umask: int | None = None) -
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            if mode & (umask if umask is not None else _umask()):
+            if mode & umask:
                 os.fchmod(fd, mode)  # the umask narrowed os.open's mode
         finally:
             os.close(fd)

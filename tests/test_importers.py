@@ -105,6 +105,12 @@ def test_import_writes_atomically_to_a_file(tmp_path):
     assert r.exit_code == 0 and r.stdout == ""
     assert compile_plan(dest).name == "topo"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".topo.yaml.")]
+    # a destination that cannot be written: one line naming it, no traceback, nothing left
+    missing = tmp_path / "no-such-dir" / "topo.yaml"
+    r = run_cli("import", "slime", str(src), "--hf-checkpoint", "/m", "-o", str(missing))
+    assert r.exit_code == 1
+    assert r.stderr == f"{missing}: cannot write: No such file or directory\n"
+    assert not missing.parent.exists()
 
 
 def test_exports_for_slime():
