@@ -1127,15 +1127,14 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
                 checks += [(u, u.url + "/workers") for u in units if u.kind == "router"]
                 if not checks:
                     continue
-                eng = [u for u, _ in checks if u.kind == "engine"]
-                parts = [("engines to become healthy", len(eng))] if eng else []
-                if len(eng) < len(checks):
-                    parts.append(("routers to list exactly their workers as healthy",
-                                  len(checks) - len(eng)))
-                echo("waiting for " + " and ".join(
-                    f"{n} {what.replace('s to ', '(s) to ', 1)}" for what, n in parts))
+                n_eng = sum(u.kind == "engine" for u, _ in checks)
+                waits = [(n, kind, verb) for n, kind, verb in (
+                    (n_eng, "engine", "to become healthy"),
+                    (len(checks) - n_eng, "router", "to list exactly their workers as healthy"))
+                    if n]
+                echo("waiting for " + " and ".join(f"{n} {k}(s) {v}" for n, k, v in waits))
                 last = kinds == phases[-1]
-                _wait(s, " and ".join(what for what, _ in parts), checks, units,
+                _wait(s, " and ".join(f"{k}s {v}" for _, k, v in waits), checks, units,
                       max(1.0, deadline - time.monotonic()), token, echo, timeout,
                       finish=started if last else ())
                 if last:
