@@ -264,8 +264,9 @@ class ArgSpec:
 
 
 def _looks_negative_number(token: str) -> bool:
-    # argparse's own test (parser._negative_number_matcher) for "-1", "-.5", "-1e3".
-    return re.fullmatch(r"-\.?\d+(\.\d*)?([eE][-+]?\d+)?", token) is not None
+    # argparse's own test (parser._negative_number_matcher) of Python 3.10-3.12, the strictest
+    # a host may run: "-1", "-.5", "-0.5" ("-1e-05" reads as an option there: "--flag=-1e-05")
+    return re.fullmatch(r"-\d+|-\d*\.\d+", token) is not None
 
 
 def _norm(key: str) -> str:

@@ -94,6 +94,7 @@ def plan_cmd(file: str, as_json: bool, local: bool, **kw: Any) -> None:
 
     plan = compile_plan(file, _settings(kw), local=local)
     _warn(plan)
+    _targets(None, plan)  # the plan of a default render: say what its targets ignore
     click.echo(plan_json(plan) if as_json else plan_table(plan), nl=False)
 
 
@@ -101,13 +102,23 @@ def _targets(value: str | None, plan: Any) -> tuple[str, ...]:
     from generator.render import AVAILABLE_TARGETS, default_targets
 
     if value is None:
-        return default_targets(plan)
+        return _warn_container(plan, default_targets(plan))
     names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
     for n in names:
         if n not in AVAILABLE_TARGETS:
             raise SglGenError(f"--target: unknown target {n!r} "
                               f"(choose from {', '.join(AVAILABLE_TARGETS)})", exit_code=2)
-    return names
+    return _warn_container(plan, names)
+
+
+def _warn_container(plan: Any, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """Say so when bash or systemd artifacts will ignore ``runtime.container``; ``targets``."""
+    from generator.slurm import container_warning
+
+    warning = container_warning(plan, targets)
+    if warning:
+        click.echo(warning, err=True)
+    return targets
 
 
 @main.command()
@@ -146,7 +157,8 @@ def render(file: str, out_dir: str, target: str | None, rehearse: bool, local: b
             click.echo(f"{c.action:<9} {root / c.path}")
     summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
     if check:
-        dirty = sum(n for a, n in counts.items() if a != "identical")
+        # a foreign file (not in MANIFEST.sha256) is kept by a render too: not out of date
+        dirty = sum(n for a, n in counts.items() if a not in ("identical", "foreign"))
         if dirty:
             click.echo(f"{root}: out of date ({summary}); run: sgl-gen render {file} -o {out_dir}",
                        err=True)
@@ -162,7 +174,12 @@ def _write_render(plan: Any, out_dir: str, targets: tuple[str, ...], rehearse: b
     from generator.render import render as render_plan
     from generator.write import write_tree
 
-    return write_tree(Path(out_dir) / plan.name, render_plan(plan, targets, rehearse=rehearse))
+    root = Path(out_dir) / plan.name
+    changes = write_tree(root, render_plan(plan, targets, rehearse=rehearse))
+    for c in changes:
+        if c.action == "foreign":
+            click.echo(f"{c.action:<9} {root / c.path}")
+    return changes
 
 
 @main.command()
@@ -185,7 +202,7 @@ def up(file: str, out_dir: str, local: bool, rehearse: bool, timeout: float, **k
                           exit_code=2)
     plan = compile_plan(file, _settings(kw), local=True)
     _warn(plan)
-    _write_render(plan, out_dir, ("bash", "systemd"), rehearse)
+    _write_render(plan, out_dir, _warn_container(plan, ("bash", "systemd")), rehearse)
     urls = local_run.up(plan, out_dir, rehearse=rehearse, timeout=timeout, echo=click.echo)
     click.echo(f"{plan.name} is up:")
     for model, url in urls:

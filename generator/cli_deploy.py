@@ -90,6 +90,17 @@ def _ssh(kw: dict[str, Any]) -> tuple[Any, tuple[str, ...]]:
                       connect_timeout=kw.pop("connect_timeout")), only
 
 
+_KEEP_SHOWN = 20
+
+
+def _adopt_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--adopt", is_flag=True,
+                        help="Deploy into a host root that holds files sgl-gen did not write "
+                             "(no manifest there): they are kept and reported, never "
+                             "removed; identical files at paths the render writes become "
+                             "sgl-gen's.")(f)
+
+
 def _err(text: str) -> None:
     click.echo(text, err=True)
 
@@ -101,11 +112,23 @@ def _changes_text(result: Any, title: str) -> str:
     lines = [title]
     for h in sorted(ch.upload):
         n_up, n_rm, n_mode = len(ch.upload[h]), len(ch.remove.get(h, [])), len(ch.chmod.get(h, []))
-        if n_up or n_rm or n_mode:
+        keep, adopt = ch.keep.get(h, []), ch.adopt.get(h, [])
+        if n_up or n_rm or n_mode or keep or adopt:
             lines.append(f"  {h}: upload {n_up} file(s)" + (f", chmod {n_mode}" if n_mode else "")
-                         + (f", remove {n_rm}" if n_rm else ""))
+                         + (f", remove {n_rm}" if n_rm else "")
+                         + (f", adopt {len(adopt)}" if adopt else "")
+                         + (f", keep {len(keep)} not written by sgl-gen" if keep else ""))
             lines += [f"    + {rel}" for rel in ch.upload[h]]
             lines += [f"    - {rel}" for rel in ch.remove.get(h, [])]
+            lines += [f"    * {rel} (adopted: identical to the render)" for rel in adopt]
+            lines += [f"    = {rel} (kept: not sgl-gen's)" for rel in keep[:_KEEP_SHOWN]]
+            if len(keep) > _KEEP_SHOWN:
+                lines.append(f"    = ... and {len(keep) - _KEEP_SHOWN} more (--output json "
+                             f"lists them)")
+    refused = [m for h in sorted(ch.refused) for m in ch.refused[h]]
+    if refused:
+        lines.append("deploy would refuse:")
+        lines += [f"  {m}" for m in refused]
     rows = [dict(r, action=(f"{r['action']} {r['kind']}" if r["action"] != "none" else "nothing"))
             for r in result.rows]
     return "\n".join(lines) + "\n" + table(rows, ["host", "unit", "action", "reason", "url"])
@@ -127,9 +150,11 @@ def register(main: click.Group) -> None:
                                                   "(prints what `sgl-gen diff` prints).")
     @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
                   help="Seconds to wait for engines and routers to become healthy.")
+    @_adopt_option
     @_output_option
     @_boundary
-    def deploy(source: str, dry_run: bool, timeout: float, output: str, **kw: Any) -> None:
+    def deploy(source: str, dry_run: bool, timeout: float, adopt: bool, output: str,
+               **kw: Any) -> None:
         """Push FILE|OUT_DIR to its SSH hosts, (re)start what changed, wait until healthy."""
         from generator import deploy as d
         from generator.deploy import table
@@ -138,7 +163,7 @@ def register(main: click.Group) -> None:
         opts, only = _ssh(kw)
         try:
             result = d.deploy(target, opts, echo=_err, only=only, timeout=timeout,
-                              dry_run=dry_run)
+                              dry_run=dry_run, adopt=adopt)
         except SglGenError as exc:
             if output == "json":
                 click.echo(json.dumps({"deployment": target.name, "ok": False,
@@ -162,15 +187,16 @@ def register(main: click.Group) -> None:
     @_common
     @_render_options
     @_ssh_options
+    @_adopt_option
     @_output_option
     @_boundary
-    def diff_cmd(source: str, output: str, **kw: Any) -> None:
+    def diff_cmd(source: str, adopt: bool, output: str, **kw: Any) -> None:
         """What `deploy` would change, per host and unit (nothing is changed)."""
         from generator import deploy as d
 
         target = _target(source, kw)
         opts, only = _ssh(kw)
-        result = d.diff(target, opts, echo=_err, only=only)
+        result = d.diff(target, opts, echo=_err, only=only, adopt=adopt)
         if output == "json":
             click.echo(result.json())
             return

@@ -5,17 +5,27 @@ What a host holds: ``<workdir>/<deployment>/`` (``SGLGEN_ROOT``) = the render's 
 tree, plus ``run/`` (pidfiles, exit statuses), ``logs/`` and ``.sgl-gen/manifest.json`` (what is
 deployed: every file's checksum and, per unit, the checksum of the files it runs).
 
+Ownership: sgl-gen's files on a host are exactly those its manifest there lists. A deploy
+overwrites or removes only those (and its own temporary upload names); every other file is kept
+and reported (``keep``). A root that holds files but no manifest is refused unless ``--adopt``
+(its files are then kept); a file at a path the render writes that the manifest does not list is
+refused (with ``--adopt``, one identical to the render's is taken over). The manifest is extended
+before the first upload, so an interrupted deploy leaves a root whose manifest covers it.
+
 A deploy, every step on all hosts in parallel:
 
 1. connect (``~/.ssh/config`` or ``--ssh-config``; host keys checked against the known-hosts file,
-   an unknown key refused unless ``accept_new_host_keys``, a changed key always refused);
+   an unknown key refused unless ``accept_new_host_keys``, a changed key always refused; every
+   ProxyJump hop is checked the same way);
 2. probe: one remote Python run reports python/modules, GPUs (``nvidia-smi -L``), free disk,
    listening ports, the checksum of every deployed file, the manifest and each unit's state;
-3. preflight: every problem on every host at once;
+3. preflight: every problem on every host at once (Python modules, GPUs, disk, ports, the
+   secrets env file, ownership of the root);
 4. decide per unit: ``start`` (not running), ``restart`` (its files changed; every rank of a
    multi-node engine together), ``stop`` (no longer in the plan), ``none``;
 5. stop routers, then engines, that must stop; upload files whose checksum or mode differs
-   (SFTP to a temporary name, then rename: never a half-written file); delete stale files;
+   (SFTP to a temporary name, then rename: never a half-written file); delete the files the
+   previous manifest lists that the render no longer has;
 6. start engines; wait until every rank-0 ``/health`` answers 200, failing at once when a unit's
    process exits (its exit status and the end of its log); start routers; wait until each
    router's ``GET /workers`` lists exactly its engines, all healthy; write the manifest.
@@ -33,7 +43,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
+import stat
+import sys
 import threading
 import time
 import uuid
@@ -43,8 +56,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from generator import __version__
+from generator import __version__, routerauth
 from generator.errors import DeployError, SglGenError
+from generator.redact import redact
 
 Echo = Callable[[str], None]
 T = TypeVar("T")
@@ -52,6 +66,9 @@ T = TypeVar("T")
 MANIFEST = ".sgl-gen/manifest.json"
 TMP_SUFFIX = ".sgl-gen-tmp"
 LOG_TAIL = 20
+_MAX_FOREIGN = 10_000  # files not sgl-gen's that a probe lists (a data directory can hold millions)
+# sgl-gen's own temporary upload names: <dest>.<8 hex>.sgl-gen-tmp (Host.put)
+_TMP_NAME = re.compile(r"(.+)\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX))
 
 # ---------------------------------------------------------------------------------------------
 # What to deploy: built from plan.json + the hosts/<host>/ files (of a FILE or a rendered OUT_DIR)
@@ -69,6 +86,7 @@ class UnitSpec:
     url: str  # what the summary shows
     files: tuple[str, ...]  # host-relative files the unit runs (its hash covers them)
     expected_workers: tuple[str, ...] = ()  # routers
+    api_key_env: str | None = None  # routers: the variable their --api-key is read from
 
 
 @dataclass(frozen=True)
@@ -102,13 +120,14 @@ class Target:
     python: str
     rehearse: bool
     hosts: tuple[HostSpec, ...]
+    secrets_env_file: str | None = None  # checked on every host by preflight
 
     def units(self) -> list[UnitSpec]:
         return [u for h in self.hosts for u in h.units]
 
 
 def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], python: str,
-                rehearse: bool) -> Target:
+                rehearse: bool, secrets_env_file: str | None = None) -> Target:
     """A Target from a plan dict (plan.json) and the render's files (paths under hosts/)."""
     name = plan["deployment"]["name"]
     nodes = plan["nodes"]
@@ -149,7 +168,8 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
         rname = f"router-{m['name']}"
         expected = tuple(sorted(e["url"] for e in m["engines"] if e["worker_type"] != "encoder"))
         routers.append(UnitSpec(rname, "router", host_of[r["node"]], m["name"], None, 0,
-                                f"{r['url']}/health", r["url"], (f"bin/{rname}.sh",), expected))
+                                f"{r['url']}/health", r["url"], (f"bin/{rname}.sh",), expected,
+                                routerauth.api_key_env(r.get("argv"))))
         ports[r["node"]] += [(r["port"], rname), (r["prometheus_port"], rname)]
     for u in encoders + engines + routers:
         node = next(n["index"] for n in nodes if n["host"] == u.host)
@@ -167,7 +187,7 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
         hosts.append(HostSpec(n["index"], n["host"], n["address"], n.get("user"),
                               n.get("ssh_port"), root, tuple(per[n["index"]]), hfiles,
                               tuple(sorted(set(ports[n["index"]]))), gpus[n["index"]]))
-    return Target(name, python, rehearse, tuple(hosts))
+    return Target(name, python, rehearse, tuple(hosts), secrets_env_file)
 
 
 def target_from_plan(plan: Any, targets: tuple[str, ...], rehearse: bool) -> Target:
@@ -179,51 +199,373 @@ def target_from_plan(plan: Any, targets: tuple[str, ...], rehearse: bool) -> Tar
     files = {rel: (a.content.encode("utf-8"), a.mode) for rel, a in arts.items()
              if rel.startswith("hosts/")}
     return target_from(json.loads(json.dumps(plan_dict(plan))), files,
-                       plan.topology.runtime.python, rehearse)
+                       plan.topology.runtime.python, rehearse,
+                       plan.topology.runtime.secrets_env_file)
+
+
+# A rendered directory is input like a topology file: checked before anything is used from it.
+# Names become file and unit names on the hosts and paths under their roots.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}|\[[0-9A-Fa-f:.]+\]")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_MAX_DIR_FILES = 100_000
+_MAX_FILE_BYTES = 64 << 20
+_MAX_ERRORS = 20
+
+
+def _bad_text(value: str) -> bool:
+    """Control characters and line breaks of any kind (U+2028, U+0085, ...)."""
+    return any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f or c in "\u2028\u2029\ufeff"
+               for c in value)
+
+
+def _safe_rel(rel: str) -> bool:
+    parts = rel.split("/")
+    return (not rel.startswith("/") and "\\" not in rel and not _bad_text(rel)
+            and all(p not in ("", ".", "..") for p in parts))
+
+
+class _Checks:
+    """Explicit checks of plan.json: every key deploy uses, with its type and shape."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.problems: list[str] = []
+
+    def err(self, path: str, message: str) -> None:
+        self.problems.append(f"{self.where}: {path}: {message}")
+
+    def get(self, obj: Any, path: str, key: str, kind: type | tuple[type, ...],
+            optional: bool = False) -> Any:
+        full = f"{path}.{key}" if path else key
+        if not isinstance(obj, dict):
+            return None
+        if key not in obj or (optional and obj[key] is None):
+            if not optional:
+                self.err(full, "missing")
+            return None
+        v = obj[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (bool not in kinds and isinstance(v, bool)) or not isinstance(v, kinds):
+            self.err(full, f"must be {' or '.join(k.__name__ for k in kinds)}, got {v!r:.80}")
+            return None
+        return v
+
+    def name(self, obj: Any, path: str, key: str, pattern: re.Pattern[str] = _NAME,
+             optional: bool = False) -> str | None:
+        v = self.get(obj, path, key, str, optional)
+        if v is not None and (not pattern.fullmatch(v) or ".." in v):
+            self.err(f"{path}.{key}" if path else key,
+                     f"{v!r:.80} is not a plain name (letters, digits, '.', '_', '-'; no '/', "
+                     f"'..' or control characters)")
+            return None
+        return v  # type: ignore[no-any-return]
+
+    def port(self, obj: Any, path: str, key: str, optional: bool = False) -> int | None:
+        v = self.get(obj, path, key, int, optional)
+        if v is not None and not 1 <= v <= 65535:
+            self.err(f"{path}.{key}", f"{v} is not a port number")
+            return None
+        return v  # type: ignore[no-any-return]
+
+    def items(self, obj: Any, path: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+        v = self.get(obj, path, key, list)
+        out = []
+        for i, x in enumerate(v or []):
+            p = f"{path}.{key}[{i}]" if path else f"{key}[{i}]"
+            if isinstance(x, dict):
+                out.append((p, x))
+            else:
+                self.err(p, f"must be an object, got {x!r:.80}")
+        return out
+
+
+def check_plan(plan: Any, where: str) -> list[str]:
+    """Problems of a plan.json document (as deploy uses it), one line each."""
+    c = _Checks(where)
+    if not isinstance(plan, dict):
+        return [f"{where}: must be a JSON object"]
+    version = c.get(plan, "", "plan_version", int)
+    if version is not None and version != 1:
+        c.err("plan_version", f"{version} is not supported by sgl-gen {__version__} "
+                              f"(it reads plan_version 1); deploy it with the sgl-gen that "
+                              f"rendered it, or re-render it")
+    dep = c.get(plan, "", "deployment", dict)
+    c.name(dep, "deployment", "name")
+    rt = c.get(plan, "", "runtime", dict)
+    if "runtime" not in plan:
+        c.problems[-1] += " (rendered by an older sgl-gen: re-render it)"
+    py = c.get(rt, "runtime", "python", str)
+    if py is not None and (not py or _bad_text(py)):
+        c.err("runtime.python", f"{py!r:.80} is not an interpreter path or command")
+    sec = c.get(rt, "runtime", "secrets_env_file", str, optional=True)
+    if sec is not None and (not sec.startswith("/") or not _safe_rel(sec[1:])):
+        c.err("runtime.secrets_env_file", f"{sec!r:.80} is not an absolute path")
+    nodes: dict[int, str] = {}
+    for p, n in c.items(plan, "", "nodes"):
+        idx = c.get(n, p, "index", int)
+        host = c.name(n, p, "host")
+        c.name(n, p, "address", _ADDRESS)
+        c.name(n, p, "user", _USER, optional=True)
+        c.port(n, p, "ssh_port", optional=True)
+        wd = c.get(n, p, "workdir", str)
+        if wd is not None and (not wd.startswith("/") or (wd != "/" and not _safe_rel(
+                wd.strip("/")))):
+            c.err(f"{p}.workdir", f"{wd!r:.80} is not an absolute path without '..' or "
+                                  f"control characters")
+        if idx is not None and host is not None:
+            if idx in nodes or host in nodes.values():
+                c.err(p, f"node {idx} ({host}) appears twice")
+            nodes[idx] = host
+
+    def node(obj: Any, path: str) -> None:
+        v = c.get(obj, path, "node", int)
+        if v is not None and nodes and v not in nodes:
+            c.err(f"{path}.node", f"{v} is not a node index of nodes[]")
+
+    models: set[str] = set()
+    for p, m in c.items(plan, "", "models"):
+        name = c.name(m, p, "name")
+        if name is not None:
+            if name in models:
+                c.err(f"{p}.name", f"model {name!r} appears twice")
+            models.add(name)
+        r = c.get(m, p, "router", dict)
+        if r is not None:
+            node(r, f"{p}.router")
+            c.port(r, f"{p}.router", "port")
+            c.port(r, f"{p}.router", "prometheus_port")
+            c.get(r, f"{p}.router", "url", str)
+        for ep, e in c.items(m, p, "engines"):
+            c.name(e, ep, "id")
+            nn = c.get(e, ep, "nnodes", int)
+            if nn is not None and nn < 1:
+                c.err(f"{ep}.nnodes", f"{nn} is not a node count")
+            c.get(e, ep, "worker_type", str)
+            c.get(e, ep, "url", str)
+            c.port(e, ep, "port")
+            c.port(e, ep, "nccl_port")
+            c.port(e, ep, "engine_info_bootstrap_port", optional=True)
+            c.port(e, ep, "bootstrap_port", optional=True)
+            dia = c.get(e, ep, "dist_init_addr", str, optional=True)
+            if dia is not None and not dia.rsplit(":", 1)[-1].isdigit():
+                c.err(f"{ep}.dist_init_addr", f"{dia!r:.80} is not HOST:PORT")
+            for pp, pl in c.items(e, ep, "placements"):
+                node(pl, pp)
+                rank = c.get(pl, pp, "node_rank", int)
+                if rank is not None and rank < 0:
+                    c.err(f"{pp}.node_rank", f"{rank} is negative")
+                c.port(pl, pp, "port", optional=True)
+                for g in c.get(pl, pp, "gpus", list) or []:
+                    if type(g) is not int or g < 0:
+                        c.err(f"{pp}.gpus", f"{g!r:.40} is not a GPU id")
+    return c.problems
+
+
+def _read_listed(out_dir: Path, rel: str) -> tuple[bytes | None, str | None]:
+    """A file the manifest lists: its content, or why it cannot be used (a symlink on its path,
+    not a regular file, missing, too big). Never follows a symlink."""
+    p = out_dir
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        p = p / part
+        try:
+            st = p.lstat()
+        except FileNotFoundError:
+            return None, f"{out_dir}/{rel}: listed in MANIFEST.sha256 but missing"
+        except OSError as exc:
+            return None, f"{p}: cannot read: {exc.strerror or exc}"
+        if stat.S_ISLNK(st.st_mode):
+            return None, f"{p}: is a symlink (a rendered directory holds none: re-render it)"
+        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            return None, f"{p}: is not a directory"
+    if not stat.S_ISREG(st.st_mode):
+        return None, f"{p}: is not a regular file"
+    if st.st_size > _MAX_FILE_BYTES:
+        return None, f"{p}: larger than {_MAX_FILE_BYTES >> 20} MiB"
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            return f.read(_MAX_FILE_BYTES + 1), None
+    except OSError as exc:
+        return None, f"{p}: cannot read: {exc.strerror or exc}"
+
+
+def _foreign(out_dir: Path, listed: set[str]) -> list[str]:
+    """Every entry under out_dir that the manifest does not list (render keeps such a file and
+    reports it ``foreign``): never read, never uploaded. A directory holding only foreign
+    entries is reported once; symlinked directories are not entered."""
+    out: list[str] = []
+    # directories on the way to a listed file: entered; any other directory is foreign whole
+    wanted = {"/".join(r.split("/")[:i]) for r in listed for i in range(1, r.count("/") + 1)}
+    stack = [("", out_dir)]
+    while stack and len(out) <= _MAX_ERRORS:
+        rel_dir, d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                found = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue  # (a listed file below it is reported by _read_listed)
+        for e in found:
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            if rel == "MANIFEST.sha256" or rel in listed:
+                continue
+            if rel in wanted and e.is_dir(follow_symlinks=False):
+                stack.append((rel, Path(e.path)))
+            else:
+                out.append(rel)
+    return sorted(out)
+
+
+def _read_dir(out_dir: Path) -> tuple[dict[str, bytes], list[str], list[str]]:
+    """The files ``MANIFEST.sha256`` lists (relpath -> content), the problems (a manifest that
+    is not sgl-gen's, a listed file that is missing, changed since it was rendered, a symlink or
+    special file) and the foreign entries (not listed: render kept them; deploy ignores them).
+    The manifest is parsed by write.py's parser, as render and up --local parse it."""
+    from generator.write import MANIFEST as LISTING
+    from generator.write import manifest_digest, parse_manifest
+
+    where = f"{out_dir}/{LISTING}"
+    try:
+        fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return {}, [f"{where}: is not a regular file"], []
+            raw = f.read(_MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return {}, [f"{where}: missing (every file of a rendered directory is checked against "
+                    f"it: re-render it)"], []
+    except OSError as exc:
+        return {}, [f"{where}: cannot read: {exc.strerror or exc}"], []
+    if len(raw) > _MAX_FILE_BYTES:
+        return {}, [f"{where}: larger than {_MAX_FILE_BYTES >> 20} MiB"], []
+    try:
+        lines = parse_manifest(where, raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return {}, [f"{where}: not UTF-8"], []
+    except SglGenError as exc:
+        return {}, [exc.message], []
+    problems: list[str] = []
+    if len(lines) > _MAX_DIR_FILES:
+        return {}, [f"{out_dir}: more than {_MAX_DIR_FILES} files"], []
+    files: dict[str, bytes] = {}
+    for rel in sorted(lines):
+        if not _safe_rel(rel):  # (deploy's rule is stricter: no control characters, no '\')
+            problems.append(f"{out_dir}/{rel!r}: file name with control characters")
+            continue
+        data, problem = _read_listed(out_dir, rel)
+        if problem is not None:
+            problems.append(problem)
+        elif data is not None:
+            if hashlib.sha256(data).hexdigest() != manifest_digest(lines[rel]):
+                problems.append(f"{out_dir}/{rel}: changed since it was rendered (its sha256 "
+                                f"differs from MANIFEST.sha256)")
+            else:
+                files[rel] = data
+    return files, problems, _foreign(out_dir, set(lines))
+
+
+def _refuse(problems: list[str], what: str) -> None:
+    if problems:
+        more = len(problems) - _MAX_ERRORS
+        raise SglGenError("\n".join(problems[:_MAX_ERRORS] + (
+            [f"{what}: ... and {more} more problem(s)"] if more > 0 else [])))
 
 
 def target_from_dir(out_dir: Path) -> Target:
-    """A rendered deployment directory (``out/<deployment>/``) as it is."""
+    """A rendered deployment directory (``out/<deployment>/``) as it is, once checked: every file
+    against ``MANIFEST.sha256``, no symlinks or special files, and ``plan.json`` well-formed
+    with plain names (exit 1 otherwise, one line per problem). Exactly the files the manifest
+    lists are used; any other (a user's NOTES.txt, which render keeps as ``foreign``) is
+    reported on stderr and ignored."""
+    files, problems, foreign = _read_dir(out_dir)
+    _refuse(problems, str(out_dir))
+    # as render reports them: kept, not sgl-gen's, so never uploaded (one inside hosts/<host>/
+    # too: only what the manifest lists reaches a host)
+    for rel in foreign[:_MAX_ERRORS]:
+        print(f"{out_dir}/{rel}: warning: not in MANIFEST.sha256 (not sgl-gen's): ignored, "
+              f"not uploaded", file=sys.stderr)
+    if len(foreign) > _MAX_ERRORS:
+        print(f"{out_dir}: warning: ... and more files not in MANIFEST.sha256: ignored",
+              file=sys.stderr)
+    where = f"{out_dir}/plan.json"
     try:
-        plan = json.loads((out_dir / "plan.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SglGenError(f"{out_dir}/plan.json: cannot read: {exc}") from None
-    files: dict[str, tuple[bytes, int]] = {}
-    for p in sorted((out_dir / "hosts").rglob("*")):
-        if p.is_file():
-            files[p.relative_to(out_dir).as_posix()] = (p.read_bytes(), p.stat().st_mode & 0o777)
-    rehearse = any(r.endswith("/lib/rehearsal.py") for r in files)
-    python = "python3"
-    for rel, (data, _) in files.items():
-        if "/bin/" in rel:
-            for line in data.decode("utf-8", "replace").splitlines():
-                if line.startswith("exec "):
-                    try:
-                        python = shlex.split(line)[1]
-                    except (ValueError, IndexError):
-                        pass
-                    break
-            break
-    return target_from(plan, files, python, rehearse)
+        plan = json.loads(files["plan.json"].decode("utf-8"))
+    except KeyError:
+        raise SglGenError(f"{where}: missing") from None
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise SglGenError(f"{where}: not JSON: {str(exc)[:200]}") from None
+    _refuse(check_plan(plan, where), where)
+    modes = {rel: (out_dir / rel).lstat().st_mode & 0o755 for rel in files
+             if rel.startswith("hosts/")}
+    hosts = {rel: (data, modes[rel]) for rel, data in files.items() if rel.startswith("hosts/")}
+    rehearse = any(r.endswith("/lib/rehearsal.py") for r in hosts)
+    try:
+        return target_from(plan, hosts, plan["runtime"]["python"], rehearse,
+                           plan["runtime"].get("secrets_env_file"))
+    except (KeyError, TypeError, ValueError, StopIteration) as exc:
+        raise SglGenError(f"{where}: does not match the rendered files "
+                          f"({type(exc).__name__}: {exc})") from None
 
 
 # ---------------------------------------------------------------------------------------------
 # Code that runs on the hosts (stdlib Python, the deployment's own interpreter)
 
-_REMOTE_COMMON = r'''
+# router_auth(NAME, secrets_env_file): the Authorization header for a router with --api-key,
+# read on the host (see routerauth.py); the programs get only the variable's name in their argv
+_ROUTER_AUTH = Path(routerauth.__file__).read_text(encoding="utf-8")
+
+_REMOTE_COMMON = _ROUTER_AUTH + r'''
 import json, os, sys
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _alive(pid, start, pidfile):
+    # the same identity rule as sgl-gen-host.sh's unit_proc: the process must lead its own
+    # session and group (setsid) and have the start time the pidfile records (field 22 of
+    # /proc/PID/stat, counted after the last ")": comm may hold spaces and parentheses); an
+    # old one-number pidfile only names a session leader that started before it was written
+    if pid <= 1:
         return False
-    except PermissionError:
-        pass
     try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return not os.path.isdir("/proc/self")
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            x = f.read().rsplit(b")", 1)[1].split()
+        state, pgrp, sid, began = x[0], int(x[2]), int(x[3]), int(x[19])
+    except (OSError, IndexError, ValueError):
+        return False
+    if state in (b"Z", b"X") or pgrp != pid or sid != pid:
+        return False
+    if start is not None:
+        return began == start
+    try:
+        with open("/proc/stat") as f:
+            btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime "))
+        return btime + began // os.sysconf("SC_CLK_TCK") <= int(os.stat(pidfile).st_mtime) + 1
+    except (OSError, StopIteration, ValueError, IndexError):
+        return False
+def _left(pid, start):
+    # the host script's group_left: live processes left in the group the unit's leader created
+    # once it exited (a pid stays allocated while it is a group id, so while the group lives no
+    # other process gets it; a live process with that pid and another start time means the pid
+    # was reused); every member started after the leader, zombies are not counted
+    if pid <= 1 or start is None:
+        return 0
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            x = f.read().rsplit(b")", 1)[1].split()
+        if x[0] not in (b"Z", b"X") and int(x[19]) != start:
+            return 0
+    except (OSError, IndexError, ValueError):
+        pass
+    n = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d, "rb") as f:
+                x = f.read().rsplit(b")", 1)[1].split()
+            if x[0] not in (b"Z", b"X") and int(x[2]) == pid and int(x[19]) >= start:
+                n += 1
+        except (OSError, IndexError, ValueError):
+            pass
+    return n
 def _state(root, u):
     run = os.path.join(root, "run")
     ex = None
@@ -232,14 +574,23 @@ def _state(root, u):
             ex = int(f.read().strip())
     except (OSError, ValueError):
         pass
+    pidfile = os.path.join(run, u + ".pid")
     try:
-        with open(os.path.join(run, u + ".pid")) as f:
-            pid = int(f.read().strip())
+        with open(pidfile) as f:
+            x = f.read().split()
+        # "PID STARTTIME", or "PID" from an older sgl-gen
+        if not 1 <= len(x) <= 2 or not all(v.isdigit() and v.isascii() for v in x):
+            raise ValueError(x)
+        pid, start = int(x[0]), (int(x[1]) if len(x) == 2 else None)
     except FileNotFoundError:
         return {"state": "stopped", "pid": None, "exit": ex}
     except (OSError, ValueError):
         return {"state": "dead", "pid": None, "exit": ex}
-    return {"state": "running" if _alive(pid) else "dead", "pid": pid, "exit": ex}
+    if _alive(pid, start, pidfile):
+        return {"state": "running", "pid": pid, "exit": ex}
+    left = _left(pid, start)
+    # "dead (N processes left in its group)" in the host script's status
+    return {"state": "dead", "pid": pid, "exit": ex, **({"left": left} if left else {})}
 def _states(root, names):
     names = list(names)
     try:
@@ -285,28 +636,50 @@ for name in ("/proc/net/tcp", "/proc/net/tcp6"):
                     out["listen"].append(int(x[1].rsplit(":", 1)[1], 16))
     except OSError:
         pass
-if os.path.isdir(root):
-    for dp, dns, fns in os.walk(root):
-        rel = os.path.relpath(dp, root)
-        if rel == ".":
-            dns[:] = [x for x in dns if x not in ("run", "logs", ".sgl-gen")]
-        for fn in fns:
-            p = os.path.join(dp, fn)
-            r = fn if rel == "." else rel + "/" + fn
-            if fn.endswith(A["tmp_suffix"]):
-                os.unlink(p)  # left by an interrupted upload
-                continue
-            st = os.lstat(p)
-            h = ""
-            if os.path.isfile(p) and not os.path.islink(p):
-                with open(p, "rb") as f:
-                    h = hashlib.sha256(f.read()).hexdigest()
-            out["files"][r] = [h, st.st_mode & 0o777]
 try:
     with open(os.path.join(root, A["manifest"])) as f:
         out["manifest"] = json.load(f)
 except (OSError, ValueError):
     pass
+# Without a manifest nothing here is sgl-gen's: run/ and logs/ are listed like any other file.
+own = ("run", "logs", ".sgl-gen") if isinstance(out["manifest"], dict) else (".sgl-gen",)
+out["links"], out["more"] = [], 0
+want = set(A["want"])
+mine = set((out["manifest"] or {}).get("files") or ()) if own != (".sgl-gen",) else set()
+if os.path.isdir(root):
+    for dp, dns, fns in os.walk(root):
+        rel = os.path.relpath(dp, root)
+        if rel == ".":
+            dns[:] = [x for x in dns if x not in own]
+        for dn in dns:
+            if os.path.islink(os.path.join(dp, dn)):
+                out["links"].append(dn if rel == "." else rel + "/" + dn)
+        for fn in fns:
+            p = os.path.join(dp, fn)
+            r = fn if rel == "." else rel + "/" + fn
+            st = os.lstat(p)
+            h = ""
+            if os.path.islink(p):
+                out["links"].append(r)
+            elif r not in want and r not in mine:  # not sgl-gen's: listed, never read
+                if len(out["files"]) >= A["max_files"]:
+                    out["more"] += 1
+                    continue
+            elif os.path.isfile(p):
+                try:
+                    with open(p, "rb") as f:
+                        h = hashlib.sha256(f.read()).hexdigest()
+                except OSError:
+                    pass
+            out["files"][r] = [h, st.st_mode & 0o777]
+sec = A.get("secrets")
+if sec:
+    try:
+        st = os.stat(sec)
+        out["secrets"] = {"exists": True, "regular": os.path.isfile(sec),
+                          "mode": st.st_mode & 0o777, "readable": os.access(sec, os.R_OK)}
+    except OSError as e:
+        out["secrets"] = {"exists": False, "error": e.strerror or str(e)}
 out["units"] = _states(root, A["units"])
 print(json.dumps(out))
 '''
@@ -315,9 +688,11 @@ _POLL = _REMOTE_COMMON + r'''
 import urllib.request, urllib.error
 root = A["root"]
 out = {"units": _states(root, A["units"]), "http": {}, "tails": {}}
+auth = {name: router_auth(name, A["secrets"]) for name in set(A["auth"].values())}
 for key, url in A["urls"].items():
+    req = urllib.request.Request(url, headers=auth.get(A["auth"].get(key), {}))
     try:
-        with urllib.request.urlopen(url, timeout=3) as r:
+        with urllib.request.urlopen(req, timeout=3) as r:
             body = r.read(1 << 20)
             status = r.status
     except urllib.error.HTTPError as e:
@@ -337,9 +712,11 @@ print(json.dumps(out))
 _WAIT = _REMOTE_COMMON + r'''
 import time, urllib.request, urllib.error
 root = A["root"]
-def get(url):
+auth = {u: router_auth(name, A["secrets"]) for u, name in A["auth"].items()}
+def get(u, url):
     try:
-        with urllib.request.urlopen(url, timeout=3) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=auth.get(u, {})),
+                                    timeout=3) as r:
             body, status = r.read(1 << 20), r.status
     except urllib.error.HTTPError as e:
         return e.code, ""
@@ -367,7 +744,7 @@ deadline = time.monotonic() + A["timeout"]
 tick = 0
 while True:
     for u, url in list(pending.items()):
-        last[u] = get(url)
+        last[u] = get(u, url)
         if ok(u, last[u]):
             pending.pop(u)
             say({"ready": u})
@@ -432,8 +809,8 @@ pids = {}
 for u in A["units"]:
     try:
         with open(os.path.join(run, u + ".pid")) as f:
-            pids[int(f.read().strip())] = u
-    except (OSError, ValueError):
+            pids[int(f.read().split()[0])] = u  # "PID STARTTIME"
+    except (OSError, ValueError, IndexError):
         pass
 deadline = time.monotonic() + A["timeout"]
 while pids and time.monotonic() < deadline and os.path.exists(A["watch"]):
@@ -482,15 +859,17 @@ _KNOWN_HOSTS_LOCK = threading.Lock()
 class _HostKeyPolicy:
     """Unknown host key: refuse, or (opt-in) accept and append it to the known-hosts file."""
 
-    def __init__(self, known_hosts: Path, accept_new: bool, echo: Echo):
+    def __init__(self, known_hosts: Path, accept_new: bool, echo: Echo, label: str = ""):
         self.known_hosts, self.accept_new, self.echo = known_hosts, accept_new, echo
+        self.label = label  # "ProxyJump host X: " for a hop of the gateway chain
 
     def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
         from paramiko import SSHException
 
         if not self.accept_new:
             raise SSHException(
-                f"host key {key.get_name()} {_fingerprint(key)} is not in {self.known_hosts}; "
+                f"{self.label}host key {key.get_name()} {_fingerprint(key)} is not in "
+                f"{self.known_hosts}; "
                 f"check it and add it (ssh-keyscan), or pass --accept-new-host-keys")
         with _KNOWN_HOSTS_LOCK:
             self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
@@ -507,6 +886,7 @@ class Host:
     def __init__(self, spec: HostSpec, python: str, opts: SshOptions, echo: Echo):
         self.spec, self.python, self.opts, self.echo = spec, python, opts, echo
         self.conn: Any = None
+        self.gateways: list[Any] = []  # ProxyJump hops, closed with the connection
 
     @property
     def name(self) -> str:
@@ -516,6 +896,21 @@ class Host:
         s = self.spec
         return f"{s.user + '@' if s.user else ''}{s.address}{':' + str(s.port) if s.port else ''}"
 
+    def _known_hosts(self, conn: Any) -> Path:
+        return Path(os.path.expanduser(self.opts.known_hosts or str(
+            conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")).split()[0]))
+
+    def _check_keys(self, conn: Any, label: str) -> Path:
+        """Load the known-hosts file into ``conn``'s client and set the policy for unknown keys
+        (Fabric's default, AutoAddPolicy, would accept any key)."""
+        known = self._known_hosts(conn)
+        client = conn.client
+        if known.exists():
+            client.load_host_keys(str(known))
+        client.set_missing_host_key_policy(
+            _HostKeyPolicy(known, self.opts.accept_new_host_keys, self.echo, label))
+        return known
+
     def connect(self) -> None:
         import paramiko
         from fabric import Config, Connection
@@ -524,21 +919,32 @@ class Host:
             if self.opts.ssh_config else Config()
         conn = Connection(self.spec.address, user=self.spec.user, port=self.spec.port,
                           config=cfg, connect_timeout=self.opts.connect_timeout)
-        known = Path(os.path.expanduser(self.opts.known_hosts or str(
-            conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")).split()[0]))
-        client = conn.client
-        if known.exists():
-            client.load_host_keys(str(known))
-        client.set_missing_host_key_policy(
-            _HostKeyPolicy(known, self.opts.accept_new_host_keys, self.echo))
+        known = self._check_keys(conn, "")
+        # Every hop of a ProxyJump chain gets the target's known-hosts policy. A ProxyCommand
+        # (a string) is an external command: its own ssh checks its hop's keys.
+        hops: dict[str, str] = {}
+        gw = conn.gateway
+        while gw is not None and not isinstance(gw, (str, bool)):
+            where = f"{gw.user + '@' if gw.user else ''}{gw.host}" + (
+                f":{gw.port}" if gw.port != 22 else "")
+            hop_known = self._check_keys(gw, f"ProxyJump host {where}: ")
+            if gw.connect_timeout is None:
+                gw.connect_timeout = self.opts.connect_timeout
+            hops[gw.host if gw.port == 22 else f"[{gw.host}]:{gw.port}"] = f"{where}|{hop_known}"
+            self.gateways.append(gw)
+            gw = gw.gateway
         try:
             conn.open()
         except paramiko.BadHostKeyException as exc:
+            where, file = self.where(), known
+            if exc.hostname in hops:
+                w, f = hops[exc.hostname].split("|", 1)
+                where, file = f"ProxyJump host {w}", Path(f)
             raise DeployError(
-                f"{self.name}: host key of {self.where()} CHANGED: it offered "
-                f"{exc.key.get_name()} {_fingerprint(exc.key)}, {known} has "
+                f"{self.name}: host key of {where} CHANGED: it offered "
+                f"{exc.key.get_name()} {_fingerprint(exc.key)}, {file} has "
                 f"{_fingerprint(exc.expected_key)}. Someone may be intercepting the connection; "
-                f"if the host was reinstalled, remove the old key (ssh-keygen -f {known} -R "
+                f"if the host was reinstalled, remove the old key (ssh-keygen -f {file} -R "
                 f"{exc.hostname}) and deploy again") from None
         except Exception as exc:  # noqa: BLE001 - every connect failure is reported the same way
             raise DeployError(f"{self.name}: cannot connect to {self.where()}: "
@@ -546,11 +952,12 @@ class Host:
         self.conn = conn
 
     def close(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+        for c in [self.conn, *self.gateways]:  # Fabric leaves a gateway open
+            if c is not None:
+                try:
+                    c.close()
+                except Exception:  # noqa: BLE001
+                    pass
 
     def run(self, cmd: str, what: str, check: bool = True) -> Any:
         try:
@@ -657,7 +1064,10 @@ class Changes:
     units: list[UnitAction] = field(default_factory=list)
     upload: dict[str, list[str]] = field(default_factory=dict)  # host -> relpaths
     chmod: dict[str, list[str]] = field(default_factory=dict)
-    remove: dict[str, list[str]] = field(default_factory=dict)
+    remove: dict[str, list[str]] = field(default_factory=dict)  # only files sgl-gen wrote
+    keep: dict[str, list[str]] = field(default_factory=dict)  # not sgl-gen's: never touched
+    adopt: dict[str, list[str]] = field(default_factory=dict)  # --adopt: identical, now owned
+    refused: dict[str, list[str]] = field(default_factory=dict)  # why a deploy must not go on
 
     def of(self, host: str, action: str, kind: str | None = None) -> list[str]:
         return [a.unit for a in self.units if a.host == host and a.action == action
@@ -666,21 +1076,82 @@ class Changes:
     def noop(self) -> bool:
         return not any(a.action != "none" for a in self.units) and not any(
             self.upload.values()) and not any(self.chmod.values()) and not any(
-            self.remove.values())
+            self.remove.values()) and not any(self.adopt.values())
 
 
-def decide(target: Target, remotes: dict[str, Remote]) -> Changes:
+def owned_files(probe: dict[str, Any]) -> set[str] | None:
+    """The files the host's manifest says sgl-gen wrote there, or None without a (valid) one."""
+    man = probe.get("manifest")
+    files = man.get("files") if isinstance(man, dict) else None
+    if not isinstance(files, dict):
+        return None
+    return {rel for rel in files if isinstance(rel, str) and _safe_rel(rel)}
+
+
+def _files(h: HostSpec, r: Remote, adopt: bool, ch: Changes) -> None:
+    """What to upload, chmod, remove and keep on one host. sgl-gen removes or overwrites only
+    files its manifest there lists; anything else is kept, or the deploy is refused."""
+    have, links = r.files, set(r.probe.get("links") or ())
+    owned = owned_files(r.probe)
+    mine = owned or set()
+    up: list[str] = []
+    chmod: list[str] = []
+    remove: list[str] = []
+    keep: list[str] = []
+    adopted: list[str] = []
+    conflicts: list[str] = []
+    tmp = {rel for rel in have if (m := _TMP_NAME.fullmatch(rel)) is not None
+           and (m.group(1) in mine or m.group(1) in h.files)}  # left by an interrupted upload
+    for rel in sorted(h.files):
+        parts = rel.split("/")
+        through = next((p for p in ("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+                        if p in links), None)
+        if through is not None:
+            conflicts.append(f"{rel} (goes through the symlink {through})" if through != rel
+                             else f"{rel} (a symlink)")
+        elif rel not in have:
+            up.append(rel)
+        elif rel in mine:
+            if have[rel][0] != h.sha(rel):
+                up.append(rel)
+            elif have[rel][1] != h.files[rel][1]:
+                chmod.append(rel)
+        elif have[rel][0] == h.sha(rel) and adopt:
+            adopted.append(rel)
+            if have[rel][1] != h.files[rel][1]:
+                chmod.append(rel)
+        else:
+            conflicts.append(rel + ("" if have[rel][0] != h.sha(rel) else " (identical)"))
+    for rel in sorted(have):
+        if rel in h.files:
+            continue
+        (remove if rel in mine or rel in tmp else keep).append(rel)
+    refused = []
+    if owned is None and keep and not adopt:
+        refused.append(
+            f"{h.host}: {h.root} is not empty and has no sgl-gen manifest ({MANIFEST}): "
+            f"{len(keep) + int(r.probe.get('more') or 0)} file(s) that sgl-gen did not write, "
+            f"e.g. {', '.join(keep[:3])} (hint: give this host a workdir of its own, or pass "
+            f"--adopt to deploy into it: files sgl-gen did not write are kept and reported)")
+    if conflicts:
+        refused.append(
+            f"{h.host}: {len(conflicts)} file(s) the render writes exist under {h.root} but were "
+            f"not written by sgl-gen: {', '.join(conflicts[:5])}"
+            f"{', ...' if len(conflicts) > 5 else ''} (hint: sgl-gen never overwrites a file it "
+            f"did not write: move them away"
+            + ("; --adopt takes over identical ones" if not adopt else "") + ")")
+    ch.upload[h.host], ch.chmod[h.host], ch.remove[h.host] = up, chmod, remove
+    ch.keep[h.host], ch.adopt[h.host], ch.refused[h.host] = keep, adopted, refused
+
+
+def decide(target: Target, remotes: dict[str, Remote], adopt: bool = False) -> Changes:
     ch = Changes()
     wanted: dict[str, tuple[HostSpec, UnitSpec, str]] = {}
     for h in target.hosts:
         if h.host not in remotes:
             continue
         r = remotes[h.host]
-        have = r.files
-        ch.upload[h.host] = [rel for rel in sorted(h.files) if have.get(rel, [None])[0] != h.sha(rel)]
-        ch.chmod[h.host] = [rel for rel in sorted(h.files) if rel in have
-                            and have[rel][0] == h.sha(rel) and have[rel][1] != h.files[rel][1]]
-        ch.remove[h.host] = sorted(rel for rel in have if rel not in h.files)
+        _files(h, r, adopt, ch)
         for u in h.units:
             st = r.units.get(u.name, {}).get("state", "stopped")
             if st != "running":
@@ -716,7 +1187,9 @@ def decide(target: Target, remotes: dict[str, Remote]) -> Changes:
             ch.units.append(UnitAction(h.host, u.name, u.kind, act, reason, u.url, st))
         known = {u.name for u in h.units}
         for name, st in sorted(r.units.items()):
-            if name not in known and st.get("state") == "running":
+            # only in a root sgl-gen owns: a pidfile in a foreign run/ is not one of its units
+            if name not in known and st.get("state") == "running" \
+                    and owned_files(r.probe) is not None:
                 kind = "router" if name.startswith("router-") else "engine"
                 ch.units.append(UnitAction(h.host, name, kind, "stop", "no longer in the plan",
                                            "", "running"))
@@ -777,8 +1250,9 @@ class Session:
                     modules.add("sglang")
             args = {"root": h.spec.root, "modules": sorted(modules), "units": [
                 u.name for u in h.spec.units], "gpus": gpus and not self.target.rehearse and any(
-                u.kind == "engine" for u in h.spec.units), "tmp_suffix": TMP_SUFFIX,
-                "manifest": MANIFEST}
+                u.kind == "engine" for u in h.spec.units), "manifest": MANIFEST,
+                "want": sorted(h.spec.files), "max_files": _MAX_FOREIGN,
+                "secrets": self.target.secrets_env_file}
             return Remote(h, h.py(_PROBE, args, "probe"))
         return {r.host.name: r for r in _parallel(self.hosts, one)}
 
@@ -787,7 +1261,9 @@ class Session:
         return h.files[u.files[0]][0].decode("utf-8", "replace")
 
     def poll(self, units: dict[str, list[UnitSpec]], urls: dict[str, dict[str, str]],
-             tails: dict[str, list[str]] | None = None) -> dict[str, dict[str, Any]]:
+             tails: dict[str, list[str]] | None = None,
+             auth: dict[str, dict[str, str]] | None = None) -> dict[str, dict[str, Any]]:
+        """``auth``: per host, url key -> the variable of the router's --api-key."""
         names = sorted(set(units) | set(urls) | set(tails or {}))
 
         def one(name: str) -> tuple[str, dict[str, Any]]:
@@ -795,6 +1271,8 @@ class Session:
             return name, h.py(_POLL, {"root": h.spec.root,
                                       "units": [u.name for u in units.get(name, [])],
                                       "urls": urls.get(name, {}),
+                                      "auth": (auth or {}).get(name, {}),
+                                      "secrets": self.target.secrets_env_file,
                                       "tails": (tails or {}).get(name, []),
                                       "lines": LOG_TAIL}, "health check")
         return dict(_parallel(names, one))
@@ -827,13 +1305,29 @@ def _preflight(session: Session, remotes: dict[str, Remote], ch: Changes,
             if port in listening and not mine_running:
                 problems.append(f"{name}: port {port} ({unit}) is already in use on "
                                 f"{spec.address} by another process")
+        sec, path = p.get("secrets"), t.secrets_env_file
+        if path and isinstance(sec, dict):
+            if not sec.get("exists"):
+                problems.append(f"{name}: runtime.secrets_env_file {path} is missing "
+                                f"({sec.get('error')}) (hint: create it, mode 600, with the "
+                                f"NAME=value lines the units need)")
+            elif not sec.get("regular"):
+                problems.append(f"{name}: runtime.secrets_env_file {path} is not a regular file")
+            elif int(sec.get("mode") or 0) & 0o077:
+                problems.append(f"{name}: runtime.secrets_env_file {path} is readable by "
+                                f"group/others (mode {int(sec['mode']):o}) (hint: chmod 600 "
+                                f"{path})")
+            elif not sec.get("readable"):
+                problems.append(f"{name}: runtime.secrets_env_file {path} is not readable by "
+                                f"{spec.user or 'the SSH user'}")
+        problems += ch.refused.get(name, [])
     return problems
 
 
 def _tail_text(lines: list[str] | None) -> str:
     if lines is None:
         return "    (no log)"
-    return "\n".join(f"    {x}" for x in lines) or "    (empty log)"
+    return "\n".join(f"    {redact(x)}" for x in lines) or "    (empty log)"
 
 
 class _Lines:
@@ -875,6 +1369,9 @@ def _wait(session: Session, what: str, checks: list[tuple[UnitSpec, str]],
                 "checks": {u.name: url for u, url in checks if u.host == name},
                 "expected": {u.name: list(u.expected_workers) for u, _ in checks
                              if u.host == name and u.kind == "router"},
+                "auth": {u.name: u.api_key_env for u, _ in checks
+                         if u.host == name and u.api_key_env},
+                "secrets": session.target.secrets_env_file,
                 "watch": [u.name for u in watch if u.host == name],
                 "finish": f".deploy-{token}." if name in finish else None}
 
@@ -1006,6 +1503,20 @@ def _manifest_doc(host: Host, target: Target, units: dict[str, str]) -> dict[str
     }
 
 
+def _intent_manifest(host: Host, target: Target, have: Any, remote: Remote
+                     ) -> dict[str, Any] | None:
+    """The manifest to write before uploading: what the host's says, its files extended by
+    every file this deploy writes or adopts (None: it lists them all already)."""
+    spec = host.spec
+    old = have.get("files") if isinstance(have, dict) else None
+    files = dict(old) if isinstance(old, dict) and owned_files(remote.probe) is not None else {}
+    if all(rel in files for rel in spec.files):
+        return None
+    doc = dict(have) if isinstance(have, dict) and files else _manifest_doc(host, target, {})
+    doc["files"] = dict(sorted({**files, **{rel: spec.sha(rel) for rel in spec.files}}.items()))
+    return doc
+
+
 def _manifest_text(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -1032,17 +1543,23 @@ class Result:
             "units": self.rows,
             "files": {h: {"upload": self.changes.upload.get(h, []),
                           "chmod": self.changes.chmod.get(h, []),
-                          "remove": self.changes.remove.get(h, [])}
+                          "remove": self.changes.remove.get(h, []),
+                          "keep": self.changes.keep.get(h, []),
+                          "adopt": self.changes.adopt.get(h, [])}
                       for h in sorted(self.changes.upload)},
+            "refused": [m for h in sorted(self.changes.refused)
+                        for m in self.changes.refused[h]],
         }, indent=2, sort_keys=True)
 
 
 def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = (),
-           timeout: float = 600, dry_run: bool = False, min_free_mb: int = 100) -> Result:
-    """Converge the hosts on the target. Raises DeployError (exit 3) on failure."""
+           timeout: float = 600, dry_run: bool = False, min_free_mb: int = 100,
+           adopt: bool = False) -> Result:
+    """Converge the hosts on the target. Raises DeployError (exit 3) on failure. ``adopt``: a
+    root without a manifest is deployed into; its files are kept (and reported)."""
     with Session(target, opts, echo, only) as s:
         remotes = s.probe(gpus=True)
-        ch = decide(target, remotes)
+        ch = decide(target, remotes, adopt)
         problems = _preflight(s, remotes, ch, min_free_mb << 20)
         if problems:
             raise DeployError("preflight failed:\n" + "\n".join(f"  {p}" for p in problems))
@@ -1061,20 +1578,30 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
                     h.host_script("stop", *names, what=f"stop {' '.join(names)}")
             _parallel(s.hosts, stop)
 
+        manifests = {h.name: remotes[h.name].probe.get("manifest") for h in s.hosts}
+
         def upload(h: Host) -> None:
             rels = ch.upload.get(h.name, [])
             if not rels and not ch.chmod.get(h.name) and not ch.remove.get(h.name) \
-                    and remotes[h.name].probe.get("manifest") is not None:
+                    and not ch.adopt.get(h.name) and manifests[h.name] is not None:
                 return  # nothing to change, and the directories exist
             root = h.spec.root
             dirs = sorted({f"{root}/{rel}".rsplit("/", 1)[0] for rel in rels} | {
                 f"{root}/.sgl-gen", f"{root}/run", f"{root}/logs"})
             h.run("mkdir -p " + " ".join(shlex.quote(d) for d in dirs), "mkdir")
+            # Ownership is recorded before the first byte lands: a deploy interrupted from here
+            # on leaves a root whose manifest lists every file it may have written.
+            intent = _intent_manifest(h, target, manifests[h.name], remotes[h.name])
+            if intent is not None:
+                h.put(MANIFEST, _manifest_text(intent).encode(), 0o644)
+                manifests[h.name] = intent
             for rel in rels:
                 data, mode = h.spec.files[rel]
                 h.put(rel, data, mode)
             for rel in ch.chmod.get(h.name, []):
-                h.conn.sftp().chmod(f"{root}/{rel}", h.spec.files[rel][1])
+                # uploaded again, not chmod-ed: the path may be a hard link to a file outside
+                # the root (sftp chmod changes that file too); a rename leaves the other be
+                h.put(rel, *h.spec.files[rel])
             if ch.remove.get(h.name):
                 h.run("rm -f " + " ".join(shlex.quote(f"{root}/{rel}")
                                           for rel in ch.remove[h.name]), "remove stale files")
@@ -1086,7 +1613,6 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
         token = uuid.uuid4().hex[:12]
         deadline = time.monotonic() + timeout
         running: dict[str, dict[str, str]] = {h.name: {} for h in s.hosts}
-        manifests = {h.name: remotes[h.name].probe.get("manifest") for h in s.hosts}
         for h in s.hosts:
             for u in h.spec.units:
                 a = next(x for x in ch.units if x.host == h.name and x.unit == u.name)
@@ -1146,10 +1672,11 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
         return Result(target, ch, _rows(ch, "done"))
 
 
-def diff(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = ()) -> Result:
+def diff(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = (),
+         adopt: bool = False) -> Result:
     with Session(target, opts, echo, only) as s:
         remotes = s.probe()
-        ch = decide(target, remotes)
+        ch = decide(target, remotes, adopt)
         return Result(target, ch, _rows(ch, "plan"))
 
 
@@ -1169,7 +1696,9 @@ def status(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
                          and u.kind == "engine"} | {u.url + "/workers": u.url + "/workers"
                                                     for u in h.spec.units if u.kind == "router"}
                 for h in s.hosts}
-        res = s.poll(units, urls)
+        auth = {h.name: {u.url + "/workers": u.api_key_env for u in h.spec.units
+                         if u.kind == "router" and u.api_key_env} for h in s.hosts}
+        res = s.poll(units, urls, auth=auth)
         rows = []
         for h in s.hosts:
             r = res[h.name]
@@ -1208,8 +1737,8 @@ def down(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] 
                 r = remotes[h.name]
                 names = [n for n, st in r.units.items() if st.get("state") in ("running", "dead")
                          and (n.startswith("router-") == (kind == "router"))]
-                if not names:
-                    return
+                if not names or owned_files(r.probe) is None:
+                    return  # without a manifest, nothing in that root is sgl-gen's to stop
                 if "sgl-gen-host.sh" not in r.files:
                     raise DeployError(f"{h.name}: {h.spec.root}/sgl-gen-host.sh is missing; "
                                       f"cannot stop {' '.join(names)}")
@@ -1225,8 +1754,10 @@ def down(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] 
 
         def clear(h: Host) -> None:
             have = remotes[h.name].probe.get("manifest")
-            if have is not None:  # files put there by other means have none to update
-                _write_manifest(h, target, {}, have)
+            # files put there by other means have none to update; the files it lists stay
+            # sgl-gen's (the render down was given may differ from the one deployed)
+            if isinstance(have, dict) and have.get("units"):
+                h.put(MANIFEST, _manifest_text({**have, "units": {}}).encode(), 0o644)
         _parallel(s.hosts, clear)
         return stopped
 
@@ -1267,7 +1798,7 @@ def logs(target: Target, opts: SshOptions, *, echo: Echo, units: tuple[str, ...]
                              f"{shlex.quote(u.name)}.log 2>/dev/null || true", "logs")
                 out(f"==> {u.host} {u.name} <==")
                 for line in str(text.stdout).splitlines():
-                    out(line)
+                    out(redact(line))
             return
         lock = threading.Lock()
 
@@ -1280,7 +1811,7 @@ def logs(target: Target, opts: SshOptions, *, echo: Echo, units: tuple[str, ...]
                 *done, self.buf = self.buf.split("\n")
                 with lock:
                     for line in done:
-                        out(f"{self.prefix} {line}")
+                        out(f"{self.prefix} {redact(line)}")
 
             def flush(self) -> None:
                 pass
@@ -1308,12 +1839,19 @@ def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Rolling restart
 
-_HTTP = r'''
+_HTTP = _ROUTER_AUTH + r'''
 import json, sys, urllib.request, urllib.error
 A = json.loads(sys.argv[1])
-data = json.dumps(A["body"]).encode() if A.get("body") is not None else None
+key = router_api_key(A.get("auth"), A.get("secrets"))
+body = A.get("body")
+if key and A.get("worker_key") and isinstance(body, dict):
+    # a worker added by POST /workers gets no key from the router's own --api-key (smg 1.13
+    # then never registers an engine that wants one): the engines share the router's key
+    body = dict(body, api_key=key)
+data = json.dumps(body).encode() if body is not None else None
 req = urllib.request.Request(A["url"], data=data, method=A["method"],
-                             headers={"Content-Type": "application/json"})
+                             headers={"Content-Type": "application/json",
+                                      **({"Authorization": "Bearer " + key} if key else {})})
 try:
     with urllib.request.urlopen(req, timeout=10) as r:
         status, body = r.status, r.read(1 << 20)
@@ -1329,8 +1867,12 @@ print(json.dumps([status, parsed]))
 '''
 
 
-def _http(host: Host, method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    got = host.py(_HTTP, {"method": method, "url": url, "body": body}, f"{method} {url}")
+def _http(host: Host, router: UnitSpec, secrets: str | None, method: str, url: str,
+          body: Any = None, worker_key: bool = False) -> tuple[int, Any]:
+    """One call to ``router``'s API, run on its host, authenticated when it has --api-key;
+    ``worker_key``: the host adds that key to ``body`` as the new worker's ``api_key``."""
+    got = host.py(_HTTP, {"method": method, "url": url, "body": body, "worker_key": worker_key,
+                          "auth": router.api_key_env, "secrets": secrets}, f"{method} {url}")
     return int(got[0]), got[1]
 
 
@@ -1357,6 +1899,7 @@ def restart_rolling(target: Target, opts: SshOptions, *, echo: Echo, units: tupl
         if u.engine in engines:
             engines[u.engine].append(u)
     rank0 = {eid: next(u for u in us if u.node_rank == 0) for eid, us in engines.items()}
+    sec = target.secrets_env_file
     with Session(target, opts, echo) as s:
         done: list[str] = []
         for eid, us in engines.items():
@@ -1364,7 +1907,7 @@ def restart_rolling(target: Target, opts: SshOptions, *, echo: Echo, units: tupl
             router = routers[r0.model]
             rhost = s.host(router.host)
             eurl = r0.url
-            status, body = _http(rhost, "GET", router.url + "/workers")
+            status, body = _http(rhost, router, sec, "GET", router.url + "/workers")
             if status != 200 or not isinstance(body, dict):
                 raise DeployError(f"{router.host}: {router.name}: GET /workers -> {status} {body}")
             workers = [w for w in body.get("workers", []) if isinstance(w, dict)]
@@ -1378,10 +1921,11 @@ def restart_rolling(target: Target, opts: SshOptions, *, echo: Echo, units: tupl
                                   f"(pass --allow-downtime to restart it anyway)")
             echo(f"  {eid}: remove from {router.name}")
             if me is not None:
-                st, b = _http(rhost, "DELETE", f"{router.url}/workers/{me['id']}")
+                st, b = _http(rhost, router, sec, "DELETE", f"{router.url}/workers/{me['id']}")
                 if st not in (200, 202, 204):
                     raise DeployError(f"{router.host}: DELETE /workers/{me['id']} -> {st} {b}")
-                _wait_workers(rhost, router.url, eurl, False, timeout, f"{router.name} to drop {eurl}")
+                _wait_workers(rhost, router, sec, eurl, False, timeout,
+                              f"{router.name} to drop {eurl}")
                 time.sleep(drain)
             for u in sorted(us, key=lambda u: -u.node_rank):
                 s.host(u.host).host_script("stop", u.name, what=f"stop {u.name}")
@@ -1396,10 +1940,11 @@ def restart_rolling(target: Target, opts: SshOptions, *, echo: Echo, units: tupl
             add: dict[str, Any] = {"url": eurl, "worker_type": role}
             if me is not None and me.get("bootstrap_port") is not None:
                 add["bootstrap_port"] = me["bootstrap_port"]
-            st, b = _http(rhost, "POST", router.url + "/workers", add)
+            st, b = _http(rhost, router, sec, "POST", router.url + "/workers", add,
+                          worker_key=True)
             if st not in (200, 201, 202):
                 raise DeployError(f"{router.host}: POST /workers {add} -> {st} {b}")
-            _wait_workers(rhost, router.url, eurl, True, timeout,
+            _wait_workers(rhost, router, sec, eurl, True, timeout,
                           f"{router.name} to list {eurl} as healthy")
             echo(f"  {eid}: back in {router.name}")
             done.append(eid)
@@ -1412,12 +1957,12 @@ def _start_ranks(s: Session, us: list[UnitSpec], timeout: float, token: str) -> 
     _parallel(sorted({u.host for u in us}), one)
 
 
-def _wait_workers(host: Host, router_url: str, url: str, present: bool, timeout: float,
-                  what: str) -> None:
+def _wait_workers(host: Host, router: UnitSpec, secrets: str | None, url: str, present: bool,
+                  timeout: float, what: str) -> None:
     """Until the router lists ``url`` as a healthy worker (present) or not at all."""
     deadline = time.monotonic() + timeout
     while True:
-        status, body = _http(host, "GET", router_url + "/workers")
+        status, body = _http(host, router, secrets, "GET", router.url + "/workers")
         urls = {str(w.get("url")): bool(w.get("is_healthy")) for w in (body or {}).get("workers", [])
                 if isinstance(w, dict)} if isinstance(body, dict) else {}
         if status == 200 and ((urls.get(url) is True) if present else (url not in urls)):

@@ -1,8 +1,10 @@
 """Committed renders of every example (``out/``): check, refresh, add.
 
 ``check`` fails when an example has no committed render or when a committed render differs from a
-fresh one (with a unified diff); ``refresh`` rewrites the existing ones; ``add`` creates one for a
-new example. Refresh never creates a missing render: a new golden is a deliberate act.
+fresh one (with a unified diff; a file there that is not sgl-gen's counts too); ``refresh``
+rewrites the existing ones (keeping, and naming, files that are not sgl-gen's; adopting a
+manifest written before manifest format 1, since out/ is sgl-gen's own tree); ``add`` creates
+one for a new example. Refresh never creates a missing render: a new golden is a deliberate act.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import difflib
 import sys
 from pathlib import Path
 
+from generator.errors import SglGenError
 from generator.paths import EXAMPLES, ROOT
 from generator.pipeline import compile_plan
 from generator.render import Artifact, default_targets, render
@@ -42,10 +45,18 @@ def check() -> int:
                   f"make golden-add EXAMPLE={ex.relative_to(ROOT)}")
             problems += 1
             continue
-        for c in diff_tree(root, arts):
+        try:
+            # (out/ is sgl-gen's own tree: a manifest of an sgl-gen before the header counts)
+            changes = diff_tree(root, arts, adopt_legacy=True)
+        except SglGenError as exc:  # a file in the way, a manifest it cannot trust...
+            print(exc.message)
+            problems += 1
+            continue
+        for c in changes:
             if c.action == "identical":
                 continue
             problems += 1
+            # (a foreign file too: out/ holds nothing but the renders, and refresh keeps it)
             print(f"{c.action}: {root / c.path}")
             if c.action == "update":
                 old = (root / c.path).read_text(encoding="utf-8", errors="replace")
@@ -72,8 +83,18 @@ def refresh(add: str | None = None) -> None:
             continue
         if add is not None and Path(add).resolve() != ex.resolve():
             continue
-        changes = [c for c in write_tree(root, arts) if c.action != "identical"]
+        try:
+            done = write_tree(root, arts, adopt_legacy=True)
+        except SglGenError as exc:
+            raise SystemExit(exc.message) from None
+        changes = [c for c in done if c.action not in ("identical", "foreign", "modified")]
         print(f"{root.relative_to(ROOT)}: {len(changes)} file(s) changed")
+        for c in done:
+            if c.action == "foreign":
+                print(f"  kept {root / c.path}: not sgl-gen's (remove it by hand)")
+            elif c.action == "modified":
+                print(f"  kept {root / c.path}: no longer rendered, but edited since sgl-gen "
+                      f"wrote it (remove it by hand)")
 
 
 def main(argv: list[str]) -> int:

@@ -2,7 +2,10 @@
 
 Each logical node gets a state directory ``DIR/.run/<deployment>/<host>/`` that plays the part of
 the host's ``<workdir>/<deployment>/``: the node's rendered files are copied there (as a deploy
-uploads them) and its own ``sgl-gen-host.sh`` starts and stops the units. Order, as on a cluster:
+uploads them) and its own ``sgl-gen-host.sh`` starts and stops the units. Both directories follow
+write.py's ownership rules: only files the render's MANIFEST.sha256 lists are installed, the state
+directory gets a manifest of its own, and nothing there that sgl-gen did not write (logs, pidfiles,
+a user's file) is overwritten or removed. Order, as on a cluster:
 every engine on every node, wait for each rank-0 ``/health``, then the routers, then wait until
 each router lists exactly its engines as healthy workers.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import shlex
 import socket
 import subprocess
 import time
@@ -24,7 +27,9 @@ from typing import Any
 
 from generator.errors import DeployError, SglGenError
 from generator.model import Plan
-from generator.render import Unit, units_by_node
+from generator.render import Artifact, Unit, units_by_node
+from generator.routerauth import api_key_env, router_auth
+from generator.write import check_no_symlinks, diff_tree, owned_files, read_owned, write_tree
 
 Echo = Callable[[str], None]
 
@@ -56,22 +61,53 @@ def _host_script(node: _Node, *args: str, check: bool = True) -> subprocess.Comp
     return r
 
 
-def _install(rendered: Path, node: _Node) -> None:
-    """Copy hosts/<host>/ into the node's state dir, file by file (temp file + rename)."""
-    src = rendered / "hosts" / node.host
-    for path in sorted(src.rglob("*")):
-        if not path.is_file():
-            continue
-        dest = node.root / path.relative_to(src)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        shutil.copy2(path, tmp)
-        os.replace(tmp, dest)
+def _state_hint(node: _Node) -> str:
+    # a state dir without a manifest is most likely an older sgl-gen's (before state dirs had
+    # one): say how to stop what it runs without trusting it to sgl-gen
+    d = shlex.quote(str(node.root))
+    return (f"it is where `sgl-gen up --local` keeps a node's files; if an earlier sgl-gen "
+            f"started it, stop that with `SGLGEN_ROOT={d} bash {d}/sgl-gen-host.sh stop` and "
+            f"remove the directory; otherwise choose another -o")
 
 
-def _http_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
+def _host_files(plan: Plan, out_dir: str | os.PathLike[str],
+                nodes: list[_Node]) -> dict[str, dict[str, Artifact]]:
+    """Per host, the rendered ``hosts/<host>/`` files as they are on disk (a hand edit counts):
+    only those the render's MANIFEST.sha256 lists, never through a symlink. Each state directory
+    is checked as render checks its output (no symlink on the way, nothing foreign overwritten)
+    before anything runs."""
+    rendered = Path(out_dir) / plan.name
+    owned = read_owned(rendered, "hosts/")
+    base = Path(out_dir).resolve()
+    out: dict[str, dict[str, Artifact]] = {}
+    for n in nodes:
+        prefix = f"hosts/{n.host}/"
+        files = {rel[len(prefix):]: a for rel, a in owned.items() if rel.startswith(prefix)}
+        if "sgl-gen-host.sh" not in files:
+            raise SglGenError(f"{rendered}/{prefix}sgl-gen-host.sh: not rendered (hint: render "
+                              f"{plan.name} again; `sgl-gen up` does)")
+        check_no_symlinks(base, f".run/{plan.name}/{n.host}")
+        diff_tree(n.root, files, hint=_state_hint(n))
+        out[n.host] = files
+    return out
+
+
+def _installed(node: _Node) -> bool:
+    """Whether the node's state directory holds an sgl-gen-host.sh that sgl-gen put there."""
+    return "sgl-gen-host.sh" in owned_files(node.root, hint=_state_hint(node))
+
+
+def _install(files: dict[str, Artifact], node: _Node) -> None:
+    """Make the node's state dir hold the rendered files, as render writes its output: atomic
+    writes, its own MANIFEST.sha256, files that are not sgl-gen's (logs/, run/) kept."""
+    write_tree(node.root, files, hint=_state_hint(node))
+
+
+def _http_json(url: str, timeout: float = 2.0,
+               headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http only)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (http only)
             raw = resp.read()
             status = resp.status
     except urllib.error.HTTPError as exc:
@@ -164,9 +200,10 @@ def _health_check(url: str) -> Callable[[], bool]:
     return lambda: _http_json(url)[0] == 200
 
 
-def _workers_check(router_url: str, expected: set[str]) -> Callable[[], bool]:
+def _workers_check(router_url: str, expected: set[str],
+                   headers: dict[str, str] | None = None) -> Callable[[], bool]:
     def check() -> bool:
-        status, body = _http_json(f"{router_url}/workers")
+        status, body = _http_json(f"{router_url}/workers", headers=headers)
         if status != 200 or not isinstance(body, dict):
             return False
         workers = body.get("workers", [])
@@ -180,9 +217,9 @@ def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: 
     """Start everything; return (model, router URL) pairs. Raises DeployError on failure."""
     if not plan.topology.local:
         raise SglGenError("up runs on this machine only: pass --local", exit_code=2)
-    rendered = Path(out_dir) / plan.name
     nodes = _nodes(plan, out_dir, rehearse)
-    running = [n for n in nodes if (n.root / "sgl-gen-host.sh").exists() and any(
+    files = _host_files(plan, out_dir, nodes)
+    running = [n for n in nodes if _installed(n) and any(
         line.split()[1:2] == ["running"]
         for line in _host_script(n, "status", check=False).stdout.splitlines())]
     if running:
@@ -193,7 +230,7 @@ def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: 
         raise DeployError("ports already in use on this machine: " + ", ".join(
             f"{p} ({who})" for p, who in busy), )
     for n in nodes:
-        _install(rendered, n)
+        _install(files[n.host], n)
     deadline = time.monotonic() + timeout
     echo(f"starting engines of {plan.name} on {len(nodes)} local node(s)")
     for n in nodes:
@@ -213,15 +250,21 @@ def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: 
         node = nodes[m.router.node]
         unit = next(u for u in node.units if u.name == f"router-{m.name}")
         expected = {e.url for e in m.engines if e.worker_type != "encoder"}
-        pending[f"router-{m.name} {m.router.url}"] = (node, unit,
-                                                      _workers_check(m.router.url, expected))
+        # the router's --api-key, read as its unit script reads it (environment, secrets file)
+        auth = router_auth(api_key_env(m.router.argv), plan.topology.runtime.secrets_env_file)
+        pending[f"router-{m.name} {m.router.url}"] = (
+            node, unit, _workers_check(m.router.url, expected, auth))
     _wait("routers", pending, deadline, echo)
     return [(m.name, m.router.url) for m in plan.models]
 
 
 def down(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, echo: Echo) -> int:
     """Stop routers on every node, then engines; return how many nodes had state."""
-    nodes = [n for n in _nodes(plan, out_dir, rehearse) if (n.root / "sgl-gen-host.sh").exists()]
+    base = Path(out_dir).resolve()
+    nodes = _nodes(plan, out_dir, rehearse)
+    for n in nodes:
+        check_no_symlinks(base, f".run/{plan.name}/{n.host}")
+    nodes = [n for n in nodes if _installed(n)]
     for kind in ("router", "engine"):
         for n in nodes:
             names = [u.name for u in n.units if u.kind == kind]

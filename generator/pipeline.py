@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from generator.authcheck import check_router_auth
 from generator.loader import load_file
 from generator.model import Plan, Topology
 from generator.options import Setting, apply_settings
@@ -16,7 +17,8 @@ def load_topology(path: str | os.PathLike[str], settings: list[Setting] | None =
     """Read, merge CLI settings, validate and resolve a topology file."""
     data, smap = load_file(path)
     apply_settings(data, smap, settings or [])
-    return resolve(data, smap, local=local)
+    # a router must send the key its engines require (checked once the topology is whole)
+    return check_router_auth(resolve(data, smap, local=local))
 
 
 def compile_plan(path: str | os.PathLike[str], settings: list[Setting] | None = None,

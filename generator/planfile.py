@@ -79,6 +79,8 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
             "router_implementation": t.router_implementation,
             "local": t.local,
         },
+        # what `deploy OUT_DIR` runs on the hosts, so it never has to guess from a script
+        "runtime": {"python": t.runtime.python, "secrets_env_file": t.runtime.secrets_env_file},
         "nodes": [
             {"index": n.index, "host": n.host, "address": n.address, "gpus": list(n.gpus),
              "workdir": n.workdir, **({"user": n.user} if n.user else {}),

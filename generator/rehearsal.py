@@ -37,6 +37,7 @@ This file is copied next to rendered launch scripts, so it must stay a single st
 from __future__ import annotations
 
 import argparse
+import hmac
 import http.client
 import itertools
 import json
@@ -202,6 +203,44 @@ def split_argv(argv: list[str]) -> tuple[dict[str, str], list[str]]:
             rest.append(token)
         i += 1
     return own, rest
+
+
+_CONFIG_LINE = re.compile(r"([a-z0-9][a-z0-9-]*): '((?:[^']|'')*)'")
+
+
+def merge_config(argv: list[str]) -> list[str]:
+    """``--config FILE`` as SGLang merges it (sglang/srt/utils/server_args_config_parser.py:
+    the file's ``key: value`` pairs become ``--key value`` before the other arguments, so the
+    command line wins). The rehearsal engine is stdlib-only and reads the form sgl-gen writes
+    (its secrets file): ``flag-name: 'value'`` lines (``''`` is a quote), ``#`` comments."""
+    if any(a.startswith("--config=") for a in argv):
+        raise UsageError("--config=FILE is ignored by SGLang: write --config FILE")
+    at = [i for i, a in enumerate(argv) if a == "--config"]
+    if not at:
+        return argv
+    if len(at) > 1:
+        raise UsageError("Multiple config files specified! Only one allowed.")
+    i = at[0]
+    if i + 1 >= len(argv):
+        raise UsageError("No config file specified after --config flag!")
+    path = argv[i + 1]
+    if not path.endswith((".yaml", ".yml")):
+        raise UsageError(f"Config file must be YAML format: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the config file {path}: {exc}") from None
+    merged: list[str] = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _CONFIG_LINE.fullmatch(line)
+        if m is None:
+            raise UsageError(f"{path}:{n}: the rehearsal engine reads only the --config lines "
+                             "sgl-gen writes (flag-name: 'value')")
+        merged += [f"--{m.group(1)}", m.group(2).replace("''", "'")]
+    return merged + argv[:i] + argv[i + 2:]
 
 
 def _split_host_port(addr: str) -> tuple[str, int]:
@@ -429,6 +468,49 @@ def _bootstrap_triples(body: dict) -> list[tuple[Any, Any, Any]]:
     return [(hosts, ports, rooms)]
 
 
+#: SGLang 0.5.23 endpoints marked ``@auth_level(AuthLevel.ADMIN_OPTIONAL)`` in
+#: sglang/srt/entrypoints/http_server.py, of those the rehearsal engine serves
+ADMIN_OPTIONAL_PATHS = frozenset({"/flush_cache"})
+#: argument names that hold a credential (sgl-gen's rule: api_key, admin_api_key,
+#: ssl_keyfile_password, ...): never echoed back
+SECRET_SUFFIXES = ("api_key", "api_keys", "password", "secret", "credential", "credentials")
+REDACTED = "<redacted>"
+
+
+def redact_args(args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` with the value of every credential argument replaced by ``<redacted>``."""
+    return {k: REDACTED if k.endswith(SECRET_SUFFIXES) and v is not None else v
+            for k, v in args.items()}
+
+
+def _bearer_ok(authorization: str | None, expected: str) -> bool:
+    """sglang.srt.utils.auth.decide_request_auth._check_bearer_token."""
+    if not authorization:
+        return False
+    parts = authorization.split(" ", 1)
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        return False
+    return hmac.compare_digest(parts[1].encode(), expected.encode())
+
+
+def auth_status(method: str, path: str, authorization: str | None, api_key: str | None,
+                admin_api_key: str | None) -> int | None:
+    """SGLang 0.5.23's API-key check (sglang/srt/utils/auth.py ``decide_request_auth``, installed
+    by ``add_api_key_middleware`` when --api-key or --admin-api-key is set): None to serve the
+    request, else the status to refuse it with (401; 403 is for ADMIN_FORCE endpoints, of which
+    0.5.23 has none). Exempt: OPTIONS and paths starting /health, /ready or /metrics. A path no
+    route matches is a NORMAL one, as in Starlette's matching."""
+    if not api_key and not admin_api_key:
+        return None  # no middleware at all
+    if method == "OPTIONS" or path.startswith(("/health", "/ready", "/metrics")):
+        return None
+    if path in ADMIN_OPTIONAL_PATHS:  # the admin key if there is one, else the api key
+        return None if _bearer_ok(authorization, admin_api_key or api_key or "") else 401
+    if api_key:  # NORMAL: api_key protects everything, even with an admin key set
+        return None if _bearer_ok(authorization, api_key) else 401
+    return None
+
+
 class EngineHandler(_Handler):
     """SGLang's HTTP surface (the parts routers and operators use)."""
 
@@ -442,12 +524,20 @@ class EngineHandler(_Handler):
         self._dispatch("PUT")
 
     def _dispatch(self, method: str) -> None:
-        path = urlsplit(self.path).path.rstrip("/") or "/"
+        raw_path = urlsplit(self.path).path
+        path = raw_path.rstrip("/") or "/"
         e = self.engine
         self.read_body()
         try:
-            if e.node_rank > 0:
+            if e.node_rank > 0:  # SGLang's dummy health server has no API-key middleware
                 return self._follower(method, path)
+            status = auth_status(method, raw_path, self.headers.get("Authorization"),
+                                 e.args.get("api_key"), e.args.get("admin_api_key"))
+            if status:
+                e.log(f"refused {method} {raw_path}: HTTP {status} (API key)")
+                return self.send_json(status, {
+                    "error": "Unauthorized" if status == 401 else "Forbidden",
+                    "sgl_gen": e.identity})
             if path in ("/health", "/health_generate", "/ready"):
                 return self.send_empty(200 if e.is_ready() else 503)
             if not e.is_ready():
@@ -478,7 +568,7 @@ class EngineHandler(_Handler):
 
     def server_info(self) -> None:
         e = self.engine
-        info = dict(e.args)
+        info = redact_args(e.args)
         info.update(served_model_name=e.served_model_name, version=e.version,
                     frontend="python", startup_time=e.started, launch_command=None,
                     internal_states=[{"dp_rank": 0, "rehearsal": True}],
@@ -880,9 +970,7 @@ def run(argv: list[str]) -> int:
             catalog = json.load(f)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read the catalog {catalog_path}: {exc}") from None
-    if "--config" in sglang_argv or any(a.startswith("--config=") for a in sglang_argv):
-        raise UsageError("--config is not supported by the rehearsal engine (sgl-gen emits "
-                         "explicit flags)")
+    sglang_argv = merge_config(sglang_argv)
     args = vars(build_parser(catalog).parse_args(sglang_argv))  # exits 2 like SGLang
     e = Engine(args, own, catalog.get("version") or SGLANG_VERSION_FALLBACK)
 

@@ -14,9 +14,9 @@ A host directory is copied verbatim to ``<workdir>/<deployment>/`` on that host 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -50,15 +50,36 @@ def shq(value: Any) -> str:
 
 
 _NEEDS_ANSI_C = re.compile(r"[$`\x00-\x1f\x7f]")
+#: Unicode categories written as escapes: controls (Cc: NUL, ESC, U+0085), format characters
+#: (Cf: U+202E right-to-left override, U+200B zero-width space), line and paragraph separators
+#: (Zl U+2028, Zp U+2029) and spaces other than U+0020 (Zs: U+00A0 looks like a word break but
+#: is not one). Written raw they reach the file byte-exact, yet a reviewer of the rendered text
+#: sees something other than what runs (a reordered line, a line break, nothing at all).
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Zs"})
+
+
+def _hidden(c: str) -> bool:
+    return c != " " and unicodedata.category(c) in _HIDDEN_CATEGORIES
 
 
 @lru_cache(maxsize=1 << 16)
 def _shq_str(value: str) -> str:
-    if _NEEDS_ANSI_C.search(value):
-        # ANSI-C quoting: expansions stay literal, control characters stay visible on one line
-        return "$'" + "".join(_ANSI_C.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127
-                                                else c) for c in value) + "'"
+    if _NEEDS_ANSI_C.search(value) or (not value.isascii() and any(map(_hidden, value))):
+        # ANSI-C quoting: expansions stay literal and every hidden character is visible as an
+        # escape. Non-ASCII ones are written as the \xHH bytes of their UTF-8 encoding: bash
+        # converts $'\uXXXX' only in a UTF-8 locale (LC_ALL=C leaves the six characters as they
+        # are), while \xHH is one byte in every locale.
+        return "$'" + "".join(_ansi_c(c) for c in value) + "'"
     return shlex.quote(value)
+
+
+def _ansi_c(c: str) -> str:
+    got = _ANSI_C.get(c)
+    if got is not None:
+        return got
+    if ord(c) < 32 or ord(c) == 127 or (ord(c) > 127 and _hidden(c)):
+        return "".join(f"\\x{b:02x}" for b in c.encode("utf-8"))
+    return c
 
 
 _ANSI_C = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
@@ -115,6 +136,7 @@ class Unit:
     gpus: str  # CUDA_VISIBLE_DEVICES, empty for routers
     health_url: str | None  # rank 0 engines and routers
     after: tuple[str, ...] = ()  # units on the same host this one starts after
+    program: str = "sglang"  # what runs: "sglang" (engines) or the router implementation
 
 
 def _engine_units(plan: Plan, m: ModelPlan, e: Engine, rehearse: bool) -> list[Unit]:
@@ -145,7 +167,73 @@ def _router_unit(plan: Plan, m: ModelPlan, engine_units: list[Unit]) -> Unit:
     return Unit(f"router-{m.name}", "router",
                 f"{r.implementation} router of model {m.name} ({r.url})", r.node,
                 (plan.topology.runtime.python, "-m", r.module), r.argv, "",
-                f"{r.url}/health", after)
+                f"{r.url}/health", after, r.implementation)
+
+
+#: Router flags whose value the router also reads from an environment variable (argparse
+#: ``default=os.getenv(VAR)``): a ``{env: NAME}`` value for one of them is exported as VAR and
+#: left out of argv. Sources: sglang-router 0.3.2 ``sglang_router/router_args.py`` lines 693-761
+#: and smg 1.13.0 ``smg/router_args.py`` lines 2083-2160. Neither router reads ``--api-key``
+#: from the environment or a file (sglang_router/router_args.py:827, smg/router_args.py:2254).
+_ROUTER_ENV = {
+    "--oracle-wallet-path": "ATP_WALLET_PATH",
+    "--oracle-tns-alias": "ATP_TNS_ALIAS",
+    "--oracle-connect-descriptor": "ATP_DSN",
+    "--oracle-username": "ATP_USER",
+    "--oracle-password": "ATP_PASSWORD",
+    "--postgres-db-url": "POSTGRES_DB_URL",
+    "--redis-url": "REDIS_URL",
+}
+ROUTER_ENV_FALLBACK: dict[str, dict[str, str]] = {"sglang-router": _ROUTER_ENV, "smg": _ROUTER_ENV}
+
+
+@dataclass(frozen=True)
+class LaunchSecrets:
+    """How a unit's ``{env: NAME}`` values reach it without appearing in its argv (``ps``).
+
+    ``config``: (flag without ``--``, NAME) pairs SGLang reads from the YAML file of
+    ``launch_server --config`` (written from the environment at launch); ``env``: (VAR, NAME,
+    flag) the router reads from VAR; ``argv``: (flag, NAME) the program reads only from argv."""
+
+    argv_tokens: tuple[Any, ...]
+    config: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str, str], ...] = ()
+    argv: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every variable an ``{env: NAME}`` value of the unit reads, once each, in order."""
+        return tuple(dict.fromkeys([n for _, n in self.config] + [n for _, n, _ in self.env]
+                                   + [n for _, n in self.argv]))
+
+
+def launch_secrets(u: Unit) -> LaunchSecrets:
+    """Split a unit's argv into what stays on the command line and the values moved off it."""
+    tokens = list(u.argv)
+    keep: list[Any] = []
+    config: list[tuple[str, str]] = []
+    env: list[tuple[str, str, str]] = []
+    argv: list[tuple[str, str]] = []
+    # SGLang accepts a single --config file (server_args.py prepare_server_args): when the
+    # topology passes its own, the values stay in argv
+    own_config = "--config" in tokens
+    fallback = ROUTER_ENV_FALLBACK.get(u.program, {})
+    for i, tok in enumerate(tokens):
+        if isinstance(tok, str):
+            keep.append(tok)
+            continue
+        flag = tokens[i - 1] if i and isinstance(tokens[i - 1], str) else ""
+        moved = bool(keep) and flag.startswith("--") and keep[-1] == flag
+        if moved and u.kind == "engine" and not own_config:
+            keep.pop()
+            config.append((flag[2:], tok.name))
+        elif moved and flag in fallback:
+            keep.pop()
+            env.append((fallback[flag], tok.name, flag))
+        else:
+            keep.append(tok)
+            argv.append((flag, tok.name))
+    return LaunchSecrets(tuple(keep), tuple(config), tuple(env), tuple(argv))
 
 
 def units_by_node(plan: Plan, rehearse: bool = False) -> dict[int, list[Unit]]:
@@ -233,10 +321,14 @@ def render(plan: Plan, targets: tuple[str, ...] = ("bash", "systemd"),
         base = f"hosts/{node.host}"
         root = _root(plan, node)
         for u in units:
+            sec = launch_secrets(u)
+            lines = argv_lines(sec.argv_tokens)
+            if sec.config:
+                lines.insert(0, f'--config "$SGLGEN_ROOT/run/{u.name}.secrets.yaml"')
             arts[f"{base}/bin/{u.name}.sh"] = Artifact(_tmpl(
                 "bash/unit.sh.j2", u=u, node=node, root=root,
                 command=" ".join(_cmd(c) for c in u.command),
-                lines=argv_lines(u.argv), **common), MODE_EXEC)
+                lines=lines, secrets=sec, **common), MODE_EXEC)
         arts[f"{base}/sgl-gen-host.sh"] = Artifact(_tmpl(
             "bash/sgl-gen-host.sh.j2", node=node, root=root, units=units, **common), MODE_EXEC)
         if "systemd" in targets:
@@ -254,9 +346,11 @@ def render(plan: Plan, targets: tuple[str, ...] = ("bash", "systemd"),
             arts[f"{base}/lib/sglang-{t.sglang_version}.json"] = Artifact(
                 catalog_path(t.sglang_version).read_text(encoding="utf-8"))
     if "slurm" in targets:
-        from generator.slurm import render_sbatch
+        from generator.slurm import redact_source, render_sbatch
 
         arts[f"slurm/{plan.name}.sbatch"] = Artifact(render_sbatch(plan, rehearse), MODE_EXEC)
+        # a failed unit's log tail reaches the job output through it (credential values masked)
+        arts["slurm/lib/redact.py"] = Artifact(redact_source(), MODE_EXEC)
         if rehearse:  # the sbatch runs them from lib/ beside itself
             arts["slurm/lib/rehearsal.py"] = Artifact(
                 REHEARSAL_SOURCE.read_text(encoding="utf-8"), MODE_EXEC)
@@ -265,10 +359,9 @@ def render(plan: Plan, targets: tuple[str, ...] = ("bash", "systemd"),
     arts["README.md"] = Artifact(_tmpl("README.md.j2", gpu_map=_gpu_map(plan),
                                        mermaid=_mermaid(plan), gpu_ranges=gpu_ranges,
                                        targets=targets, **common))
-    manifest = "".join(
-        f"{hashlib.sha256(a.content.encode('utf-8')).hexdigest()}  {path}\n"
-        for path, a in sorted(arts.items()))
-    arts["MANIFEST.sha256"] = Artifact(manifest)
+    from generator.write import manifest_text  # (write imports this module)
+
+    arts["MANIFEST.sha256"] = Artifact(manifest_text(arts))  # the one format: write.py's
     return dict(sorted(arts.items()))
 
 

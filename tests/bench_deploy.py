@@ -274,9 +274,11 @@ def main() -> None:
             b.routers_answer(8)
             secs, doc = b.deploy(8)
             uploaded = sum(len(f["upload"]) for f in doc["files"].values())
+            touched = sum(len(f["remove"]) + len(f["chmod"]) for f in doc["files"].values())
             acted = {u["action"] for u in doc["units"]}
-            if uploaded or acted != {"unchanged"}:
-                sys.exit(f"redeploy was not a no-op: {uploaded} upload(s), actions {acted}")
+            if uploaded or touched or acted != {"unchanged"}:
+                sys.exit(f"redeploy was not a no-op: {uploaded} upload(s), {touched} file(s) "
+                         f"removed or chmodded, actions {acted}")
             runs["noop"].append(secs)
             b.down(8)
             runs["eight_floor"].append(b.direct(8))

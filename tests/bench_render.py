@@ -136,8 +136,11 @@ def inprocess_and_floor(path: Path, repeat: int) -> tuple[float, float, float, f
     if mismatch or any(by_content.values()):
         raise SystemExit(f"the floor does not produce sgl-gen's files: {mismatch or 'some'}")
     contents = {**files, **dict(zip(paths, rendered, strict=True))}
-    manifest = "".join(f"{hashlib.sha256(contents[rel].encode()).hexdigest()}  {rel}\n"
-                       for rel in sorted(contents))
+    from generator.write import MANIFEST_HEADER
+
+    manifest = MANIFEST_HEADER + "\n" + "".join(
+        f"{hashlib.sha256(contents[rel].encode()).hexdigest()}  {rel}\n"
+        for rel in sorted(contents))
     if manifest != arts["MANIFEST.sha256"].content:
         raise SystemExit("the floor's MANIFEST.sha256 differs from sgl-gen's")
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SUBNET = "10.207.6"  # the examples/ssh-*.yaml inventories use these addresses
+PRIVATE_SUBNET = "10.207.7"  # hosts reached only through a bastion (add_private_host)
 BRIDGE = "sglgenbr0"
 NS_PREFIX = "sglgen-ssh"
 FIRST_HOST = 11
@@ -69,6 +70,7 @@ class Host:
 class SshHosts:
     count: int = 4
     hosts: list[Host] = field(default_factory=list)
+    private: list[Host] = field(default_factory=list)  # add_private_host: behind a bastion
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sgl-gen-sshhosts-")))
     _lock: int | None = None
 
@@ -169,6 +171,52 @@ class SshHosts:
         self.start_sshd(host)
         return host
 
+    def add_private_host(self, via: Host) -> Host:
+        """A host on a network of its own that only ``via`` (its bastion) reaches: a veth pair
+        between the two namespaces, PRIVATE_SUBNET.1 on the bastion, .11 on the new host. The
+        root namespace has no route to it, so SSH gets there only through ``ProxyJump via``.
+        Its key goes into known_hosts; the ssh config has no entry for it (the test writes one)."""
+        i = len(self.private)
+        ns = f"{NS_PREFIX}-p{i}"
+        addr = f"{PRIVATE_SUBNET}.{FIRST_HOST + i}"
+        hdir = self.dir / f"private{i}"
+        hdir.mkdir()
+        host = Host(f"p{i}", ns, addr, hdir, hdir / "ssh_host_ed25519_key")
+        _run("ip", "netns", "add", ns)
+        etc = NETNS_ETC / ns
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        (etc / "hosts").write_text("127.0.0.1 localhost\n")
+        outer, inner = f"sglgq{i}", f"sglgr{i}"
+        _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+        _run("ip", "link", "set", outer, "netns", via.namespace)
+        _run("ip", "link", "set", inner, "netns", ns)
+        if i == 0:
+            _run("ip", "-n", via.namespace, "addr", "add", f"{PRIVATE_SUBNET}.1/24", "dev", outer)
+        _run("ip", "-n", via.namespace, "link", "set", outer, "up")
+        _run("ip", "-n", ns, "link", "set", "lo", "up")
+        _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", inner)
+        _run("ip", "-n", ns, "link", "set", inner, "up")
+        self.new_host_key(host)
+        (hdir / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
+        self.start_sshd(host)
+        pub = Path(f"{host.host_key}.pub").read_text().split()
+        with open(self.known_hosts, "a") as f:
+            f.write(f"{addr} {pub[0]} {pub[1]}\n")
+        self.private.append(host)
+        deadline = time.monotonic() + 20
+        while True:  # from the bastion's namespace, the only place that reaches it
+            r = _run("ip", "netns", "exec", via.namespace, "ssh", "-i", str(self.client_key),
+                     "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                     "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                     f"root@{addr}", "true", check=False)
+            if r.returncode == 0:
+                return host
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sshd on {addr} not reachable from {via.address}: "
+                                   f"{r.stderr}")
+            time.sleep(0.1)
+
     def new_host_key(self, host: Host) -> None:
         """(Re)generate the host's key; a running sshd keeps the old one until restarted."""
         for p in (host.host_key, Path(f"{host.host_key}.pub")):
@@ -231,13 +279,14 @@ class SshHosts:
         return [line for line in out.splitlines() if line.strip()]
 
     def close(self) -> None:
-        for h in self.hosts:
+        for h in self.hosts + self.private:
             try:
                 self.stop_sshd(h)
             except Exception:  # noqa: BLE001 - teardown goes on
                 pass
         self._cleanup_leftovers()
         self.hosts.clear()
+        self.private.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)

@@ -5,6 +5,7 @@ plain two-engine model, one router each."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from generator.deploy import _parallel as _orig_parallel
+from generator.write import MANIFEST_HEADER
 from tests.helpers import EXAMPLES, run_cli
 from tests.sshhosts import SshHosts, available
 from tests.tools import _missing
@@ -146,6 +148,14 @@ def generate(router: str) -> dict:
         return json.loads(r.read())["sgl_gen"]
 
 
+def reseal(rendered: Path) -> None:
+    """Rewrite MANIFEST.sha256 for the files now in a rendered directory."""
+    files = sorted(p for p in rendered.rglob("*") if p.is_file() and p.name != "MANIFEST.sha256")
+    (rendered / "MANIFEST.sha256").write_text(MANIFEST_HEADER + "\n" + "".join(
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(rendered).as_posix()}\n"
+        for p in files))
+
+
 def actions(doc: dict) -> dict[tuple[str, str], str]:
     return {(u["host"], u["unit"]): u["action"] for u in doc["units"]}
 
@@ -181,7 +191,8 @@ def test_deploy_redeploy_change_one_group_down(deployment, tmp_path):
     # nothing changed: nothing uploaded, nothing restarted
     again = d.deploy_json()
     assert actions(again) == {k: "unchanged" for k in ALL_UNITS}
-    assert again["files"] == {h: {"upload": [], "chmod": [], "remove": []} for h in HOSTS}
+    assert again["files"] == {h: {"upload": [], "chmod": [], "remove": [], "keep": [],
+                                  "adopt": []} for h in HOSTS}
     assert {k: u["pid"] for k, u in d.status().items()} == {k: u["pid"] for k, u in before.items()}
 
     # one group's override changes: exactly that group's engines restart
@@ -297,6 +308,7 @@ def test_engine_that_exits_at_start_then_fixed(deployment, tmp_path):
     script = rendered / "hosts" / "node-d" / "bin" / "engine-judge-regular-1.sh"
     script.write_text(script.read_text().replace("  --port 31001 \\\n",
                                                  "  --port 31001 \\\n  --no-such-flag \\\n"))
+    reseal(rendered)  # a hand-edited render is deployed only with its MANIFEST.sha256 updated
     r = d.cli("deploy", "--timeout", "60", source=str(rendered))
     assert r.exit_code == 3
     err = r.stderr
@@ -388,10 +400,16 @@ def test_connection_dropped_mid_upload_leaves_no_half_file(deployment, monkeypat
     out = d.tmp / "render"
     assert run_cli("render", d.topo, "--rehearse", "-o", str(out), "-q",
                    *(x for s in d.sets for x in ("--set", s))).exit_code == 0
+    rendered = out / "ssh-4hosts" / "hosts" / "node-a"
     for p in root.rglob("*"):  # every file in place is complete: the upload went to a temp name
-        if p.is_file() and not p.name.endswith(".sgl-gen-tmp"):
-            assert p.read_bytes() == (out / "ssh-4hosts" / "hosts" / "node-a" / p.relative_to(
-                root)).read_bytes(), p
+        if p.is_file() and not p.name.endswith(".sgl-gen-tmp") \
+                and p.relative_to(root).parts[0] != ".sgl-gen":
+            assert p.read_bytes() == (rendered / p.relative_to(root)).read_bytes(), p
+    # what sgl-gen owns there was recorded before the first upload: the next deploy may replace
+    # or remove every file the interrupted one wrote, and nothing else
+    owned = set(json.loads((root / ".sgl-gen" / "manifest.json").read_text())["files"])
+    assert owned == {p.relative_to(rendered).as_posix() for p in rendered.rglob("*")
+                     if p.is_file()}
     doc = d.deploy_json()
     assert actions(doc) == {k: "started" for k in ALL_UNITS}
     assert sorted(root.rglob("*.sgl-gen-tmp")) == []

@@ -44,8 +44,10 @@ def test_both_group_keys_is_an_error(tmp_path):
 
 def test_total_gpus_from_cli_checked(tmp_path):
     p = write_topo(tmp_path, SLIME_BASIC)
+    # the option, and where the file's groups that make the other number are (issue 13)
     assert errors_of(p, hf_checkpoint="/m", num_gpus_per_engine=2, total_gpus=16) == [
-        "--total-gpus 16: deployment.total_gpus: server groups use 8 GPUs but total_gpus is 16 "
+        "--total-gpus 16: deployment.total_gpus: server groups use 8 GPUs but total_gpus is 16; "
+        f"the groups are at {p}:1:1 (8 at 5:19) "
         "(hint: the sum of every group's num_gpus (placeholders included) must equal it)"]
 
 

@@ -3,6 +3,7 @@ argv through the real router parsers, hostile strings byte-exact, secrets never 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -67,6 +68,8 @@ def test_rerender_reports_identical_and_changes_nothing(tmp_path):
 
 
 def test_render_reports_updates_modes_and_removes_stale_files(tmp_path):
+    """Stale = listed in MANIFEST.sha256 (an earlier render wrote it) and no longer rendered:
+    removed. A file the manifest does not list is foreign: kept and reported, never removed."""
     ex = str(EXAMPLES / "basic.yaml")
     assert run_cli("render", ex, "-o", str(tmp_path)).exit_code == 0
     root = tmp_path / "basic"
@@ -75,21 +78,39 @@ def test_render_reports_updates_modes_and_removes_stale_files(tmp_path):
     script.write_text("edited by hand\n")
     (root / "hosts/node0/sgl-gen-host.sh").chmod(0o644)
     (root / "hosts/node0/bin/old-unit.sh").write_text("left over\n")
+    manifest = root / "MANIFEST.sha256"
+    rendered_manifest = manifest.read_bytes()
+    digest = hashlib.sha256(b"left over\n").hexdigest()
+    with manifest.open("a") as f:  # as the render that wrote old-unit.sh listed it
+        f.write(f"{digest}  hosts/node0/bin/old-unit.sh\n")
+    (root / "hosts/node0/bin/mine.sh").write_text("the user's\n")
+    (root / "notes.txt").write_text("the user's notes\n")
     r = run_cli("render", ex, "-o", str(tmp_path), "--check")
     assert r.exit_code == 1
     assert r.stdout.splitlines() == [
+        f"update    {root}/MANIFEST.sha256",
         f"update    {root}/hosts/node0/bin/engine-default-regular-0.sh",
+        f"foreign   {root}/hosts/node0/bin/mine.sh",
         f"stale     {root}/hosts/node0/bin/old-unit.sh",
-        f"mode      {root}/hosts/node0/sgl-gen-host.sh"]
-    assert "basic: out of date (15 identical, 1 mode, 1 stale, 1 update); run: sgl-gen render" in r.stderr
+        f"mode      {root}/hosts/node0/sgl-gen-host.sh",
+        f"foreign   {root}/notes.txt"]
+    assert ("basic: out of date (2 foreign, 14 identical, 1 mode, 1 stale, 2 update); "
+            "run: sgl-gen render") in r.stderr
     assert script.read_text() == "edited by hand\n"  # --check writes nothing
     r = run_cli("render", ex, "-o", str(tmp_path))
     assert r.exit_code == 0
     assert script.read_bytes() == original
+    assert manifest.read_bytes() == rendered_manifest
     assert not (root / "hosts/node0/bin/old-unit.sh").exists()
+    assert (root / "hosts/node0/bin/mine.sh").read_text() == "the user's\n"
+    assert (root / "notes.txt").read_text() == "the user's notes\n"
     assert stat.S_IMODE((root / "hosts/node0/sgl-gen-host.sh").stat().st_mode) == 0o755
     assert not [p for p in root.rglob(".*.tmp")]  # no temp file left behind
-    assert run_cli("render", ex, "-o", str(tmp_path), "--check").exit_code == 0
+    r = run_cli("render", ex, "-o", str(tmp_path), "--check")
+    assert r.exit_code == 0  # the foreign files stay, reported, and are not "out of date"
+    assert r.stdout.splitlines() == [
+        f"foreign   {root}/hosts/node0/bin/mine.sh", f"foreign   {root}/notes.txt",
+        f"{root}: up to date (2 foreign, 17 identical)"]
 
 
 def test_invalid_topology_writes_nothing(tmp_path):
@@ -252,6 +273,11 @@ HOSTILE = [
 ]
 
 
+#: as server arguments: a flag-shaped value is refused (tests/test_safety_input.py), every other
+#: one arrives byte-exact; as environment values all of HOSTILE do
+HOSTILE_ARGS = [v for v in HOSTILE if not v.startswith("-")]
+
+
 def _argv_dumper(tmp_path: Path) -> Path:
     """A stand-in interpreter that records the argv it was exec'd with (NUL separated)."""
     shim = tmp_path / "dump-argv"
@@ -272,7 +298,7 @@ def test_hostile_strings_arrive_byte_exact(tmp_path):
         "sglang": [{"name": "m", "server_groups": [
             {"worker_type": "regular", "num_gpus": 1, "num_gpus_per_engine": 1,
              "overrides": {"served_model_name": v, "chat_template": v[::-1]}}
-            for v in HOSTILE]}],
+            for v in HOSTILE_ARGS]}],
     }
     p = write_topo(tmp_path, json.dumps(topo))
     plan = plan_of(p)
@@ -302,19 +328,19 @@ def test_hostile_strings_arrive_byte_exact(tmp_path):
             for k, v in env_values.items():
                 assert got_env[k.encode()] == v.encode(), k
             checked += 1
-    assert checked == len(HOSTILE)
+    assert checked == len(HOSTILE_ARGS)
     assert not Path("/tmp/sgl-gen-pwned").exists()
 
 
 def test_secrets_come_from_the_environment_and_never_appear_in_output(tmp_path):
     shim = _argv_dumper(tmp_path)
     secrets_file = tmp_path / "secrets.env"
-    secrets_file.write_text("ENGINE_KEY='s3cr3t-engine'\nROUTER_KEY=s3cr3t-router\n")
+    secrets_file.write_text("ENGINE_KEY='s3cr3t-engine'\nROUTER_PW=s3cr3t-router\n")
     p = write_topo(tmp_path, f"""
         deployment: {{name: sec, hf_checkpoint: /m, num_gpus_per_engine: 1}}
         cluster: {{gpus_per_node: 1}}
         runtime: {{python: {shim}, secrets_env_file: {secrets_file}}}
-        router: {{args: {{api_key: {{env: ROUTER_KEY}}}}}}
+        router: {{args: {{api_key: {{env: ENGINE_KEY}}, oracle_password: {{env: ROUTER_PW}}}}}}
         sglang:
           - name: m
             server_groups:
@@ -332,7 +358,7 @@ def test_secrets_come_from_the_environment_and_never_appear_in_output(tmp_path):
     out = tmp_path / "out"
     write_tree(out, arts)
     for unit, key, want in (("engine-m-regular-0", "ENGINE_KEY", b"s3cr3t-engine"),
-                            ("router-m", "ROUTER_KEY", b"s3cr3t-router")):
+                            ("router-m", "ENGINE_KEY", b"s3cr3t-engine")):
         dump = tmp_path / f"{unit}.argv"
         env = dict(os.environ, SGLGEN_ROOT=str(tmp_path / "root"), ARGV_OUT=str(dump))
         env.pop(key, None)
@@ -340,7 +366,16 @@ def test_secrets_come_from_the_environment_and_never_appear_in_output(tmp_path):
                            env=env, capture_output=True)
         assert r.returncode == 0, r.stderr
         got = dump.read_bytes().split(b"\0")
-        assert got[got.index(b"--api-key") + 1] == want
+        if unit.startswith("router"):  # sglang-router reads --api-key from argv only
+            assert got[got.index(b"--api-key") + 1] == want
+            assert b"s3cr3t-router" not in b"\0".join(got)  # the oracle password: env only
+            assert b"ATP_PASSWORD=s3cr3t-router" in Path(f"{dump}.env").read_bytes().split(b"\0")
+            continue
+        # SGLang reads it from the --config file the script writes (0600), never from argv
+        assert b"--api-key" not in got and want not in b"\0".join(got)
+        config = Path(got[got.index(b"--config") + 1].decode())
+        assert config.read_bytes() == b"api-key: '" + want + b"'\n"
+        assert config.stat().st_mode & 0o777 == 0o600
     assert engine.argv[-1].name == "ENGINE_KEY"
 
 

@@ -150,7 +150,7 @@ def test_an_engine_that_exits_at_start_ends_the_job_with_its_log(cluster, tmp_pa
     sbatch = out / plan.name / "slurm" / f"{plan.name}.sbatch"
     text = sbatch.read_text()
     # hand-break one engine: a value SGLang's parser rejects
-    func = text.index("sgl_engine_judge_regular_1() {")
+    func = text.index("sgl_engine__judge__regular__1() {")
     broken = text[:func] + text[func:].replace("--tp-size 2", "--tp-size two", 1)
     assert broken != text
     sbatch.write_text(broken)
@@ -195,8 +195,8 @@ def test_container_variants(tmp_path, kind):
                 "'--container-mounts=/models:/models,/data:/data')") in text
         assert "apptainer" not in text
     else:
-        assert "exec apptainer exec --nv 'nvcr.io#lmsys/sglang:x' python3 -m sglang.launch_server" \
-            in text
+        assert ("exec apptainer exec --nv --bind /models:/models --bind /data:/data "
+                "'nvcr.io#lmsys/sglang:x' python3 -m sglang.launch_server") in text
         assert "--container-image" not in text
     out = tmp_path / "out"
     write_tree(out, arts)

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from generator import __version__
 from generator.errors import SglGenError
-from generator.importers.common import deployment_name
+from generator.importers.common import deployment_name, dump, topology_text
 from generator.loader import load_file, parse_text
 from generator.options import Setting, apply_settings, parse_path
 from generator.pipeline import compile_plan  # noqa: F401 (re-exported for callers)
 from generator.place import place
 from generator.resolve import resolve
-
-SCHEMA_LINE = "# yaml-language-server: $schema=../schemas/topology.schema.json"
 
 
 def _legacy_pd(prefill_servers: int, total: int | None, per_engine: int | None) -> dict[str, Any]:
@@ -64,7 +60,7 @@ def import_slime(file: str | None, settings: list[Setting], *, prefill_num_serve
                               exit_code=2)
         data = _legacy_pd(prefill_num_servers, named.get(("deployment", "total_gpus")),
                           named.get(("deployment", "num_gpus_per_engine")))
-        smap = parse_text(yaml.safe_dump(data), "--prefill-num-servers")[1]
+        smap = parse_text(dump(data), "--prefill-num-servers")[1]
         source = f"slime --prefill-num-servers {prefill_num_servers}"
     if not isinstance(data, dict):
         raise SglGenError(f"{file}: a slime --sglang-config file is a mapping with a 'sglang' list")
@@ -79,9 +75,8 @@ def import_slime(file: str | None, settings: list[Setting], *, prefill_num_serve
     place(resolve(data, smap))  # every positioned error against the user's own file
     first = [k for k in ("deployment", "cluster", "runtime", "router") if k in data]
     ordered = {k: data[k] for k in first + [k for k in data if k not in first]}
-    body = yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
     facts = ", ".join(s.option for s in extra) or "none"
-    return (f"{SCHEMA_LINE}\n"
-            f"# Imported from {source} by sgl-gen {__version__} (`sgl-gen import slime`).\n"
-            f"# Command-line facts written into the file: {facts}.\n"
-            f"# Models, groups and overrides are kept exactly as slime reads them.\n{body}")
+    return topology_text([
+        f"Imported from {source} by sgl-gen {__version__} (`sgl-gen import slime`).",
+        f"Command-line facts written into the file: {facts}.",
+        "Models, groups and overrides are kept exactly as slime reads them."], ordered)

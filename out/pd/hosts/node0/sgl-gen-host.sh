@@ -3,6 +3,9 @@
 # Host launcher for node 0 (node0): start|stop|status|logs [UNIT]
 # Starts engines before routers and stops routers before engines. Pidfiles: $SGLGEN_ROOT/run.
 set -euo pipefail
+# logs hold server arguments (SGLang logs its api key at start) and run/ holds pidfiles and the
+# engines' secrets files: nothing created here is readable by other users
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/pd
 fi
@@ -16,43 +19,132 @@ UNITS=(
   router-actor
 )
 
-# running: the process exists and has not exited (an unreaped zombie, state Z, has)
-alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  [[ "$(ps -o stat= -p "$1" 2>/dev/null)" != Z* ]]
+# proc_identity PID: "STATE PGRP SID STARTTIME" of process PID (fields 3, 5, 6 and 22 of
+# /proc/PID/stat), or fail when there is none. Field 2 (comm) may hold spaces, parentheses and
+# newlines, so fields are counted after the last ")".
+proc_identity() {
+  local stat="" f
+  [[ "$1" =~ ^[0-9]+$ ]] || return 1
+  IFS= read -r -d '' stat 2>/dev/null <"/proc/$1/stat" || true
+  [[ "$stat" == *")"* ]] || return 1
+  read -r -a f <<<"${stat##*)}"
+  (( ${#f[@]} >= 20 )) || return 1
+  echo "${f[0]} ${f[2]} ${f[3]} ${f[19]}"
 }
 
-pid_of() {
-  local pidfile="$SGLGEN_ROOT/run/$1.pid"
-  [[ -s "$pidfile" ]] || return 1
-  local pid
-  pid=$(<"$pidfile")
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  alive "$pid" || return 1
-  echo "$pid"
-}
+# this script's own process group and session: never signalled, whatever a pidfile says
+read -r _ OWN_PGRP OWN_SID _ <<<"$(proc_identity $$)"
 
-start_unit() {
-  local unit=$1 pid
-  if pid=$(pid_of "$unit"); then
-    echo "$unit: already running (pid $pid)"
-    return 0
+# unit_proc UNIT: "PID STARTTIME" when run/UNIT.pid names this unit's live process, else fail.
+# A pidfile holds "PID STARTTIME" (start time in clock ticks since boot, as /proc shows it): a
+# pid that was reused by, or planted to name, an unrelated process has another start time. The
+# unit's process leads its own session and process group (started by setsid), so a process that
+# does not is not the unit's either. Pids <= 1 and this script's own group are never the unit's.
+# A one-number pidfile written by an older sgl-gen is accepted only for a session leader that
+# started before the pidfile was written.
+unit_proc() {
+  local pidfile="$SGLGEN_ROOT/run/$1.pid" line="" ident pid want="" state pgrp sid start
+  [[ -f "$pidfile" && ! -L "$pidfile" ]] || return 1
+  IFS= read -r line <"$pidfile" || [[ -n "$line" ]] || return 1
+  if [[ "$line" =~ ^([0-9]{1,10})\ ([0-9]{1,20})$ ]]; then
+    pid=$((10#${BASH_REMATCH[1]})) want=${BASH_REMATCH[2]}
+  elif [[ "$line" =~ ^([0-9]{1,10})$ ]]; then
+    pid=$((10#${BASH_REMATCH[1]}))
+  else
+    return 1
   fi
-  mkdir -p "$SGLGEN_ROOT/run" "$SGLGEN_ROOT/logs"
-  setsid "$SGLGEN_ROOT/bin/$unit.sh" </dev/null >/dev/null 2>&1 &
-  echo $! >"$SGLGEN_ROOT/run/$unit.pid"
-  echo "$unit: started (pid $!)"
+  (( pid > 1 && pid != $$ && pid != OWN_PGRP && pid != OWN_SID )) || return 1
+  ident=$(proc_identity "$pid") || return 1
+  read -r state pgrp sid start <<<"$ident"
+  # an exited process that is not reaped yet (zombie) is not running
+  [[ "$state" != [ZX] ]] || return 1
+  (( pgrp == pid && sid == pid )) || return 1
+  if [[ -n "$want" ]]; then
+    [[ "$start" == "$want" ]] || return 1
+  else
+    started_before "$start" "$pidfile" || return 1
+  fi
+  echo "$pid $start"
 }
 
-stop_unit() {
-  local unit=$1 pid waited=0
-  if ! pid=$(pid_of "$unit"); then
-    rm -f "$SGLGEN_ROOT/run/$unit.pid"
-    return 0
+# started_before STARTTIME FILE: the process started no later than FILE was last written
+started_before() {
+  local btime="" key value tck written
+  while read -r key value; do
+    if [[ "$key" == btime ]]; then btime=$value; break; fi
+  done </proc/stat
+  tck=$(getconf CLK_TCK)
+  written=$(stat -c %Y "$2")
+  [[ -n "$btime" ]] && (( btime + $1 / tck <= written + 1 ))
+}
+
+# same_proc PID STARTTIME: that very process still runs (it has not exited, even as a zombie)
+same_proc() {
+  local ident state start
+  ident=$(proc_identity "$1") || return 1
+  read -r state _ _ start <<<"$ident"
+  [[ "$state" != [ZX] && "$start" == "$2" ]]
+}
+
+# unit_pidfile UNIT: "PID STARTTIME" as the pidfile records them (new format only), else fail
+unit_pidfile() {
+  local pidfile="$SGLGEN_ROOT/run/$1.pid" line="" pid
+  [[ -f "$pidfile" && ! -L "$pidfile" ]] || return 1
+  IFS= read -r line <"$pidfile" || [[ -n "$line" ]] || return 1
+  [[ "$line" =~ ^([0-9]{1,10})\ ([0-9]{1,20})$ ]] || return 1
+  pid=$((10#${BASH_REMATCH[1]}))
+  (( pid > 1 && pid != $$ && pid != OWN_PGRP && pid != OWN_SID )) || return 1
+  echo "$pid ${BASH_REMATCH[2]}"
+}
+
+# group_left PID STARTTIME: how many live processes are left in the process group that the
+# unit's leader PID (started at STARTTIME) created, once that leader has exited. The kernel
+# keeps a pid number allocated while any process still has it as its group id, so while the
+# group lives no new process can get the pid, nor lead a group of that id. A live process
+# with that pid and another start time means the group died and the pid was reused: 0. Every
+# member was forked after the leader started, so an older process is no member of ours.
+# Zombies have exited already and are not counted.
+group_left() {
+  local pgid=$1 want=$2 n=0 ident start stat f
+  local -a x
+  if ident=$(proc_identity "$pgid"); then
+    start=${ident##* }
+    if [[ "$start" != "$want" ]]; then echo 0; return 0; fi
   fi
-  # the unit runs in its own session: signal the whole process group
+  if ! kill -0 -- "-$pgid" 2>/dev/null; then echo 0; return 0; fi
+  for f in /proc/[0-9]*/stat; do
+    stat=""
+    IFS= read -r -d '' stat 2>/dev/null <"$f" || true
+    [[ "$stat" == *")"* ]] || continue
+    read -r -a x <<<"${stat##*)}"
+    (( ${#x[@]} >= 20 )) || continue
+    if [[ "${x[0]}" != [ZX] ]] && (( x[2] == pgid && x[19] >= want )); then n=$((n + 1)); fi
+  done
+  echo "$n"
+}
+
+# procs N: "1 process", "N processes"
+procs() {
+  if (( $1 == 1 )); then echo "1 process"; else echo "$1 processes"; fi
+}
+
+# unit_orphans UNIT: "PID STARTTIME N" when the unit's leader has exited but N > 0 processes
+# of its group still run (holding GPUs and ports), else fail
+unit_orphans() {
+  local rec pid start n
+  rec=$(unit_pidfile "$1") || return 1
+  read -r pid start <<<"$rec"
+  n=$(group_left "$pid" "$start")
+  (( n > 0 )) || return 1
+  echo "$pid $start $n"
+}
+
+# stop_group UNIT PID STARTTIME: SIGTERM the unit's process group, wait up to GRACE seconds
+# for the leader and every process left in its group, then SIGKILL the group
+stop_group() {
+  local unit=$1 pid=$2 start=$3 waited=0 left
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  while alive "$pid"; do
+  while same_proc "$pid" "$start" || (( $(group_left "$pid" "$start") > 0 )); do
     if (( waited >= GRACE * 10 )); then
       echo "$unit: still running after ${GRACE}s, sending SIGKILL"
       kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
@@ -61,15 +153,87 @@ stop_unit() {
     sleep 0.1
     waited=$((waited + 1))
   done
-  rm -f "$SGLGEN_ROOT/run/$unit.pid"
+  # SIGKILL takes effect at once, except for a process in uninterruptible sleep (a GPU driver
+  # call): give the kernel a moment, then say what is left rather than "stopped"
+  for _ in {1..50}; do
+    left=$(group_left "$pid" "$start")
+    if ! same_proc "$pid" "$start" && (( left == 0 )); then return 0; fi
+    sleep 0.1
+  done
+  echo "$unit: $(procs "$left") of its group survived SIGKILL (pidfile kept)" >&2
+  return 1
+}
+
+# run/ and logs/ are this user's only; logs from before umask 077 lose their group/other bits
+private_dirs() {
+  local unit log
+  mkdir -p "$SGLGEN_ROOT/run" "$SGLGEN_ROOT/logs"
+  chmod 700 "$SGLGEN_ROOT/run" "$SGLGEN_ROOT/logs"
+  for unit in "${UNITS[@]}"; do
+    log="$SGLGEN_ROOT/logs/$unit.log"
+    if [[ -f "$log" && ! -L "$log" ]]; then chmod 600 "$log"; fi
+  done
+}
+
+start_unit() {
+  local unit=$1 proc pid start=0 ident sid left
+  if proc=$(unit_proc "$unit"); then
+    echo "$unit: already running (pid ${proc% *})"
+    return 0
+  fi
+  # its leader exited but processes of its group still run (and hold the GPUs and ports a
+  # new copy needs): they are stopped first, as systemd stops what is left in a unit's cgroup
+  if proc=$(unit_orphans "$unit"); then
+    read -r pid start left <<<"$proc"
+    echo "$unit: its process exited, $(procs "$left") left in its group: stopping them first"
+    if ! stop_group "$unit" "$pid" "$start"; then rc=1; return 0; fi
+    start=0
+  fi
+  setsid "$SGLGEN_ROOT/bin/$unit.sh" </dev/null >/dev/null 2>&1 &
+  pid=$!
+  # wait (briefly) until setsid made it a session leader, so that a status right after this
+  # start sees it as the unit's; a unit that exited and was reaped at once keeps start time 0,
+  # which matches no process
+  for _ in {1..100}; do
+    ident=$(proc_identity "$pid") || break
+    start=${ident##* }
+    read -r _ _ sid _ <<<"$ident"
+    (( sid != pid )) || break
+    sleep 0.01
+  done
+  printf '%s %s\n' "$pid" "$start" >"$SGLGEN_ROOT/run/$unit.pid.tmp"
+  mv -f "$SGLGEN_ROOT/run/$unit.pid.tmp" "$SGLGEN_ROOT/run/$unit.pid"
+  echo "$unit: started (pid $pid)"
+}
+
+stop_unit() {
+  local unit=$1 proc pid start left
+  if proc=$(unit_proc "$unit"); then
+    read -r pid start <<<"$proc"
+  elif proc=$(unit_orphans "$unit"); then
+    read -r pid start left <<<"$proc"
+    echo "$unit: its process exited, $(procs "$left") left in its group: stopping them"
+  else
+    if [[ -e "$SGLGEN_ROOT/run/$unit.pid" ]]; then
+      echo "$unit: not running (its pidfile names no process of this unit: nothing signalled)"
+    fi
+    rm -f "$SGLGEN_ROOT/run/$unit.pid" "$SGLGEN_ROOT/run/$unit.secrets.yaml"
+    return 0
+  fi
+  # the unit runs in its own session and leads its process group: signal the whole group
+  if ! stop_group "$unit" "$pid" "$start"; then rc=1; return 0; fi
+  rm -f "$SGLGEN_ROOT/run/$unit.pid" "$SGLGEN_ROOT/run/$unit.secrets.yaml"
   echo "$unit: stopped"
 }
 
 status_all() {
-  local rc=0 unit pid
+  local rc=0 unit proc
   for unit in "${UNITS[@]}"; do
-    if pid=$(pid_of "$unit"); then
-      echo "$unit running $pid"
+    if proc=$(unit_proc "$unit"); then
+      echo "$unit running ${proc% *}"
+    elif proc=$(unit_orphans "$unit"); then
+      echo "$unit dead ($(procs "${proc##* }") left in its group)"
+      rc=3
     elif [[ -e "$SGLGEN_ROOT/run/$unit.pid" ]]; then
       echo "$unit dead -"
       rc=3
@@ -99,22 +263,34 @@ selected() {
   done
 }
 
+# selected ARGS into the array todo; an unknown unit is a usage error (exit 2). Run here and
+# not in `mapfile < <(selected ...)`, where its failure would be lost.
+select_units() {
+  local list
+  list=$(selected "$@") || exit 2
+  todo=()
+  if [[ -n "$list" ]]; then mapfile -t todo <<<"$list"; fi
+}
+
 cmd="${1:-}"
 shift || true
+# 1 when a unit's processes survived SIGKILL (set by stop_unit and start_unit)
+rc=0
 case "$cmd" in
   start)
-    mapfile -t todo < <(selected "$@")
+    select_units "$@"
+    private_dirs
     for unit in "${todo[@]}"; do start_unit "$unit"; done
     ;;
   stop)
-    mapfile -t todo < <(selected "$@")
+    select_units "$@"
     for (( i=${#todo[@]}-1; i>=0; i-- )); do stop_unit "${todo[i]}"; done
     ;;
   status)
     status_all
     ;;
   logs)
-    mapfile -t todo < <(selected "$@")
+    select_units "$@"
     for unit in "${todo[@]}"; do
       echo "==> $SGLGEN_ROOT/logs/$unit.log <=="
       tail -n "${SGLGEN_LOG_LINES:-50}" "$SGLGEN_ROOT/logs/$unit.log" 2>/dev/null || true
@@ -125,3 +301,4 @@ case "$cmd" in
     exit 2
     ;;
 esac
+exit "$rc"

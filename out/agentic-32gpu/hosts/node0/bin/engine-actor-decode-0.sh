@@ -3,11 +3,16 @@
 # actor decode engine actor-decode-0, tp 4, GPUs 4-7
 # Node 0 (node0). Logs: $SGLGEN_ROOT/logs/engine-actor-decode-0.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/agentic-32gpu
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-actor-decode-0.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-actor-decode-0.log"
 export CUDA_VISIBLE_DEVICES=4,5,6,7
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /data/models/Qwen3-8B \
   --host node0 \
@@ -16,5 +21,4 @@ exec python3 -m sglang.launch_server \
   --nccl-port 32002 \
   --engine-info-bootstrap-port 34002 \
   --disaggregation-mode decode \
-  --mem-fraction-static 0.88 \
-  >>"$SGLGEN_ROOT/logs/engine-actor-decode-0.log" 2>&1
+  --mem-fraction-static 0.88

@@ -3,11 +3,16 @@
 # vlm encoder engine vlm-encoder-1, tp 1, GPUs 1
 # Node 0 (node0). Logs: $SGLGEN_ROOT/logs/engine-vlm-encoder-1.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/epd-encoder
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-vlm-encoder-1.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-vlm-encoder-1.log"
 export CUDA_VISIBLE_DEVICES=1
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /models/Qwen2.5-VL-7B \
   --host node0 \
@@ -15,5 +20,4 @@ exec python3 -m sglang.launch_server \
   --tp-size 1 \
   --nccl-port 32001 \
   --engine-info-bootstrap-port 34001 \
-  --encoder-only \
-  >>"$SGLGEN_ROOT/logs/engine-vlm-encoder-1.log" 2>&1
+  --encoder-only

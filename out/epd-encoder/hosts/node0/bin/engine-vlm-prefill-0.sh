@@ -3,11 +3,16 @@
 # vlm prefill engine vlm-prefill-0, tp 2, GPUs 2-3
 # Node 0 (node0). Logs: $SGLGEN_ROOT/logs/engine-vlm-prefill-0.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/epd-encoder
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-vlm-prefill-0.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-vlm-prefill-0.log"
 export CUDA_VISIBLE_DEVICES=2,3
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /models/Qwen2.5-VL-7B \
   --host node0 \
@@ -18,5 +23,4 @@ exec python3 -m sglang.launch_server \
   --disaggregation-mode prefill \
   --disaggregation-bootstrap-port 8998 \
   --language-only \
-  --encoder-urls http://node0:31000 http://node0:31001 \
-  >>"$SGLGEN_ROOT/logs/engine-vlm-prefill-0.log" 2>&1
+  --encoder-urls http://node0:31000 http://node0:31001

@@ -3,10 +3,15 @@
 # sglang-router router of model vlm (http://node0:30000)
 # Node 0 (node0). Logs: $SGLGEN_ROOT/logs/router-vlm.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/epd-encoder
 fi
-mkdir -p "$SGLGEN_ROOT/logs"
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/router-vlm.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/router-vlm.log"
 exec python3 -m sglang_router.launch_router \
   --host 0.0.0.0 \
   --port 30000 \
@@ -17,5 +22,4 @@ exec python3 -m sglang_router.launch_router \
   --health-check-interval-secs 10 \
   --health-check-timeout-secs 5 \
   --request-timeout-secs 1800 \
-  --worker-startup-timeout-secs 1800 \
-  >>"$SGLGEN_ROOT/logs/router-vlm.log" 2>&1
+  --worker-startup-timeout-secs 1800

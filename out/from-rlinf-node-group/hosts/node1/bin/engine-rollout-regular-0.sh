@@ -3,11 +3,16 @@
 # rollout regular engine rollout-regular-0, tp 2, GPUs 0-1
 # Node 1 (node1). Logs: $SGLGEN_ROOT/logs/engine-rollout-regular-0.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/from-rlinf-node-group
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-rollout-regular-0.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-rollout-regular-0.log"
 export CUDA_VISIBLE_DEVICES=0,1
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /path/to/hf_model \
   --host node1 \
@@ -18,5 +23,4 @@ exec python3 -m sglang.launch_server \
   --attention-backend triton \
   --log-level warning \
   --max-running-requests 64 \
-  --mem-fraction-static 0.85 \
-  >>"$SGLGEN_ROOT/logs/engine-rollout-regular-0.log" 2>&1
+  --mem-fraction-static 0.85

@@ -3,11 +3,16 @@
 # actor-infer regular engine actor-infer-regular-7, tp 2, GPUs 6-7
 # Node 1 (node1). Logs: $SGLGEN_ROOT/logs/engine-actor-infer-regular-7.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/from-roll-rlvr
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-actor-infer-regular-7.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-actor-infer-regular-7.log"
 export CUDA_VISIBLE_DEVICES=6,7
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /models/Qwen3-30B-A3B \
   --host node1 \
@@ -16,5 +21,4 @@ exec python3 -m sglang.launch_server \
   --nccl-port 32003 \
   --engine-info-bootstrap-port 34003 \
   --load-format dummy \
-  --mem-fraction-static 0.7 \
-  >>"$SGLGEN_ROOT/logs/engine-actor-infer-regular-7.log" 2>&1
+  --mem-fraction-static 0.7

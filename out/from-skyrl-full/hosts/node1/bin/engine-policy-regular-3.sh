@@ -3,11 +3,16 @@
 # policy regular engine policy-regular-3, tp 2 pp 2, GPUs 4-7
 # Node 1 (node1). Logs: $SGLGEN_ROOT/logs/engine-policy-regular-3.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/from-skyrl-full
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-policy-regular-3.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-policy-regular-3.log"
 export CUDA_VISIBLE_DEVICES=4,5,6,7
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /models/Qwen2.5-7B-Instruct \
   --host node1 \
@@ -20,5 +25,4 @@ exec python3 -m sglang.launch_server \
   --max-lora-rank 64 \
   --max-loras-per-batch 8 \
   --mem-fraction-static 0.8 \
-  --pp-size 2 \
-  >>"$SGLGEN_ROOT/logs/engine-policy-regular-3.log" 2>&1
+  --pp-size 2

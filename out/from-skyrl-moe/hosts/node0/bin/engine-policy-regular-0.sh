@@ -3,11 +3,16 @@
 # policy regular engine policy-regular-0, tp 4, GPUs 0-3
 # Node 0 (node0). Logs: $SGLGEN_ROOT/logs/engine-policy-regular-0.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/from-skyrl-moe
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-policy-regular-0.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-policy-regular-0.log"
 export CUDA_VISIBLE_DEVICES=0,1,2,3
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /models/Qwen3-30B-A3B \
   --host node0 \
@@ -18,5 +23,4 @@ exec python3 -m sglang.launch_server \
   --enable-eplb \
   --ep-size 4 \
   --moe-a2a-backend deepep \
-  --moe-runner-backend auto \
-  >>"$SGLGEN_ROOT/logs/engine-policy-regular-0.log" 2>&1
+  --moe-runner-backend auto

@@ -3,11 +3,16 @@
 # policy regular engine policy-regular-0, tp 4 pp 2, GPUs 0-7
 # Node 0 (node0). Logs: $SGLGEN_ROOT/logs/engine-policy-regular-0.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/from-skyrl-parallel
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-policy-regular-0.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-policy-regular-0.log"
 export CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /models/Qwen3-30B-A3B \
   --host node0 \
@@ -16,5 +21,4 @@ exec python3 -m sglang.launch_server \
   --nccl-port 32000 \
   --engine-info-bootstrap-port 34000 \
   --ep-size 4 \
-  --pp-size 2 \
-  >>"$SGLGEN_ROOT/logs/engine-policy-regular-0.log" 2>&1
+  --pp-size 2

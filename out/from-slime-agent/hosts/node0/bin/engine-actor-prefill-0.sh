@@ -3,11 +3,16 @@
 # actor prefill engine actor-prefill-0, tp 2, GPUs 0-1
 # Node 0 (node0). Logs: $SGLGEN_ROOT/logs/engine-actor-prefill-0.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/from-slime-agent
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-actor-prefill-0.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-actor-prefill-0.log"
 export CUDA_VISIBLE_DEVICES=0,1
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /data/models/Qwen3-8B \
   --host node0 \
@@ -17,5 +22,4 @@ exec python3 -m sglang.launch_server \
   --engine-info-bootstrap-port 34000 \
   --disaggregation-mode prefill \
   --disaggregation-bootstrap-port 8998 \
-  --chunked-prefill-size 8192 \
-  >>"$SGLGEN_ROOT/logs/engine-actor-prefill-0.log" 2>&1
+  --chunked-prefill-size 8192

@@ -3,11 +3,16 @@
 # actor decode engine actor-decode-1, tp 4, GPUs 0-3
 # Node 1 (node1). Logs: $SGLGEN_ROOT/logs/engine-actor-decode-1.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/from-slime-agent
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-actor-decode-1.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-actor-decode-1.log"
 export CUDA_VISIBLE_DEVICES=0,1,2,3
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /data/models/Qwen3-8B \
   --host node1 \
@@ -16,5 +21,4 @@ exec python3 -m sglang.launch_server \
   --nccl-port 32000 \
   --engine-info-bootstrap-port 34000 \
   --disaggregation-mode decode \
-  --mem-fraction-static 0.88 \
-  >>"$SGLGEN_ROOT/logs/engine-actor-decode-1.log" 2>&1
+  --mem-fraction-static 0.88

@@ -3,16 +3,20 @@
 # actor regular engine actor-regular-1, tp 4, GPUs 4-7
 # Node 0 (node0). Logs: $SGLGEN_ROOT/logs/engine-actor-regular-1.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/from-slime-multi-model
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-actor-regular-1.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-actor-regular-1.log"
 export CUDA_VISIBLE_DEVICES=4,5,6,7
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /path/to/actor_model \
   --host node0 \
   --port 31001 \
   --tp-size 4 \
   --nccl-port 32001 \
-  --engine-info-bootstrap-port 34001 \
-  >>"$SGLGEN_ROOT/logs/engine-actor-regular-1.log" 2>&1
+  --engine-info-bootstrap-port 34001

@@ -3,16 +3,20 @@
 # ref regular engine ref-regular-1, tp 2, GPUs 2-3
 # Node 1 (node1). Logs: $SGLGEN_ROOT/logs/engine-ref-regular-1.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/from-slime-multi-model
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-ref-regular-1.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-ref-regular-1.log"
 export CUDA_VISIBLE_DEVICES=2,3
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /path/to/ref_model \
   --host node1 \
   --port 31001 \
   --tp-size 2 \
   --nccl-port 32001 \
-  --engine-info-bootstrap-port 34001 \
-  >>"$SGLGEN_ROOT/logs/engine-ref-regular-1.log" 2>&1
+  --engine-info-bootstrap-port 34001

@@ -3,10 +3,15 @@
 # sglang-router router of model reward (http://node1:30001)
 # Node 1 (node1). Logs: $SGLGEN_ROOT/logs/router-reward.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/from-slime-multi-model
 fi
-mkdir -p "$SGLGEN_ROOT/logs"
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/router-reward.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/router-reward.log"
 exec python3 -m sglang_router.launch_router \
   --host 0.0.0.0 \
   --port 30001 \
@@ -15,5 +20,4 @@ exec python3 -m sglang_router.launch_router \
   --health-check-interval-secs 10 \
   --health-check-timeout-secs 5 \
   --request-timeout-secs 1800 \
-  --worker-startup-timeout-secs 1800 \
-  >>"$SGLGEN_ROOT/logs/router-reward.log" 2>&1
+  --worker-startup-timeout-secs 1800

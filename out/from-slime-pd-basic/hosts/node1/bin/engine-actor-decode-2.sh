@@ -3,11 +3,16 @@
 # actor decode engine actor-decode-2, tp 4, GPUs 4-7
 # Node 1 (node1). Logs: $SGLGEN_ROOT/logs/engine-actor-decode-2.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/from-slime-pd-basic
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-actor-decode-2.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-actor-decode-2.log"
 export CUDA_VISIBLE_DEVICES=4,5,6,7
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /models/Qwen3-8B \
   --host node1 \
@@ -15,5 +20,4 @@ exec python3 -m sglang.launch_server \
   --tp-size 4 \
   --nccl-port 32001 \
   --engine-info-bootstrap-port 34001 \
-  --disaggregation-mode decode \
-  >>"$SGLGEN_ROOT/logs/engine-actor-decode-2.log" 2>&1
+  --disaggregation-mode decode

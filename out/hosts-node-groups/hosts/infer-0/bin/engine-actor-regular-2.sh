@@ -3,9 +3,15 @@
 # actor regular engine actor-regular-2, tp 2, GPUs 4-5
 # Node 0 (infer-0). Logs: $SGLGEN_ROOT/logs/engine-actor-regular-2.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/srv/sgl-gen/hosts-node-groups
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-actor-regular-2.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-actor-regular-2.log"
 if [[ -r /etc/sgl-gen/secrets.env ]]; then
   set -a
   # shellcheck source=/dev/null
@@ -14,12 +20,10 @@ if [[ -r /etc/sgl-gen/secrets.env ]]; then
 fi
 export HF_HUB_OFFLINE=1
 export CUDA_VISIBLE_DEVICES=4,5
-mkdir -p "$SGLGEN_ROOT/logs"
 exec /opt/venv/bin/python -m sglang.launch_server \
   --model-path /models/Qwen3-8B \
   --host 10.1.0.10 \
   --port 31002 \
   --tp-size 2 \
   --nccl-port 32002 \
-  --engine-info-bootstrap-port 34002 \
-  >>"$SGLGEN_ROOT/logs/engine-actor-regular-2.log" 2>&1
+  --engine-info-bootstrap-port 34002

@@ -3,9 +3,15 @@
 # smg router of model actor (http://10.1.0.10:30000)
 # Node 0 (infer-0). Logs: $SGLGEN_ROOT/logs/router-actor.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/srv/sgl-gen/hosts-node-groups
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/router-actor.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/router-actor.log"
 if [[ -r /etc/sgl-gen/secrets.env ]]; then
   set -a
   # shellcheck source=/dev/null
@@ -13,7 +19,6 @@ if [[ -r /etc/sgl-gen/secrets.env ]]; then
   set +a
 fi
 export HF_HUB_OFFLINE=1
-mkdir -p "$SGLGEN_ROOT/logs"
 exec /opt/venv/bin/python -m smg.launch_router \
   --host 0.0.0.0 \
   --port 30000 \
@@ -24,5 +29,4 @@ exec /opt/venv/bin/python -m smg.launch_router \
   --health-check-timeout-secs 5 \
   --request-timeout-secs 1800 \
   --routing-key-headers x-smg-routing-key \
-  --worker-startup-timeout-secs 1800 \
-  >>"$SGLGEN_ROOT/logs/router-actor.log" 2>&1
+  --worker-startup-timeout-secs 1800

@@ -3,9 +3,15 @@
 # judge regular engine judge-regular-0, tp 8, GPUs 0-7
 # Node 1 (infer-1). Logs: $SGLGEN_ROOT/logs/engine-judge-regular-0.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/hosts-node-groups
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-judge-regular-0.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-judge-regular-0.log"
 if [[ -r /etc/sgl-gen/secrets.env ]]; then
   set -a
   # shellcheck source=/dev/null
@@ -14,12 +20,10 @@ if [[ -r /etc/sgl-gen/secrets.env ]]; then
 fi
 export HF_HUB_OFFLINE=1
 export CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7
-mkdir -p "$SGLGEN_ROOT/logs"
 exec /opt/venv/bin/python -m sglang.launch_server \
   --model-path /models/judge \
   --host 10.1.0.11 \
   --port 31000 \
   --tp-size 8 \
   --nccl-port 32000 \
-  --engine-info-bootstrap-port 34000 \
-  >>"$SGLGEN_ROOT/logs/engine-judge-regular-0.log" 2>&1
+  --engine-info-bootstrap-port 34000

@@ -3,9 +3,15 @@
 # smg router of model judge (http://10.1.0.11:8100)
 # Node 1 (infer-1). Logs: $SGLGEN_ROOT/logs/router-judge.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/hosts-node-groups
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/router-judge.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/router-judge.log"
 if [[ -r /etc/sgl-gen/secrets.env ]]; then
   set -a
   # shellcheck source=/dev/null
@@ -13,7 +19,6 @@ if [[ -r /etc/sgl-gen/secrets.env ]]; then
   set +a
 fi
 export HF_HUB_OFFLINE=1
-mkdir -p "$SGLGEN_ROOT/logs"
 exec /opt/venv/bin/python -m smg.launch_router \
   --host 0.0.0.0 \
   --port 8100 \
@@ -23,5 +28,4 @@ exec /opt/venv/bin/python -m smg.launch_router \
   --health-check-interval-secs 10 \
   --health-check-timeout-secs 5 \
   --request-timeout-secs 1800 \
-  --worker-startup-timeout-secs 1800 \
-  >>"$SGLGEN_ROOT/logs/router-judge.log" 2>&1
+  --worker-startup-timeout-secs 1800

@@ -3,11 +3,16 @@
 # sglang-router router of model big (http://10.0.0.11:30000)
 # Node 0 (gpu-a). Logs: $SGLGEN_ROOT/logs/router-big.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/multinode-16gpu
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/router-big.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/router-big.log"
 export NCCL_SOCKET_IFNAME=eth0
-mkdir -p "$SGLGEN_ROOT/logs"
 exec /opt/sglang/bin/python -m sglang_router.launch_router \
   --host 0.0.0.0 \
   --port 30000 \
@@ -16,5 +21,4 @@ exec /opt/sglang/bin/python -m sglang_router.launch_router \
   --health-check-interval-secs 10 \
   --health-check-timeout-secs 5 \
   --request-timeout-secs 1800 \
-  --worker-startup-timeout-secs 1800 \
-  >>"$SGLGEN_ROOT/logs/router-big.log" 2>&1
+  --worker-startup-timeout-secs 1800

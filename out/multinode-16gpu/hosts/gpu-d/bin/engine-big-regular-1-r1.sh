@@ -3,12 +3,17 @@
 # big regular engine big-regular-1 rank 1/2, tp 16, GPUs 0-7
 # Node 3 (gpu-d). Logs: $SGLGEN_ROOT/logs/engine-big-regular-1-r1.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/multinode-16gpu
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-big-regular-1-r1.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-big-regular-1-r1.log"
 export NCCL_SOCKET_IFNAME=eth0
 export CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7
-mkdir -p "$SGLGEN_ROOT/logs"
 exec /opt/sglang/bin/python -m sglang.launch_server \
   --model-path /models/DeepSeek-V3 \
   --host 10.0.0.14 \
@@ -18,5 +23,4 @@ exec /opt/sglang/bin/python -m sglang.launch_server \
   --engine-info-bootstrap-port 34000 \
   --nnodes 2 \
   --node-rank 1 \
-  --dist-init-addr 10.0.0.13:33000 \
-  >>"$SGLGEN_ROOT/logs/engine-big-regular-1-r1.log" 2>&1
+  --dist-init-addr 10.0.0.13:33000

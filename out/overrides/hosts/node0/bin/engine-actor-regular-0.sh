@@ -3,11 +3,16 @@
 # actor regular engine actor-regular-0, tp 4, GPUs 0-3
 # Node 0 (node0). Logs: $SGLGEN_ROOT/logs/engine-actor-regular-0.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/overrides
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-actor-regular-0.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-actor-regular-0.log"
 export CUDA_VISIBLE_DEVICES=0,1,2,3
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /models/Qwen3-8B \
   --host node0 \
@@ -19,5 +24,4 @@ exec python3 -m sglang.launch_server \
   --context-length 32768 \
   --enable-torch-compile \
   --log-level warning \
-  --mem-fraction-static 0.85 \
-  >>"$SGLGEN_ROOT/logs/engine-actor-regular-0.log" 2>&1
+  --mem-fraction-static 0.85

@@ -3,11 +3,16 @@
 # actor prefill engine actor-prefill-1, tp 2, GPUs 2-3
 # Node 0 (node0). Logs: $SGLGEN_ROOT/logs/engine-actor-prefill-1.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/slurm-pd-multinode
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-actor-prefill-1.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-actor-prefill-1.log"
 export CUDA_VISIBLE_DEVICES=2,3
-mkdir -p "$SGLGEN_ROOT/logs"
 exec /opt/sglang/bin/python -m sglang.launch_server \
   --model-path /models/Qwen3-8B \
   --host node0 \
@@ -16,5 +21,4 @@ exec /opt/sglang/bin/python -m sglang.launch_server \
   --nccl-port 32001 \
   --engine-info-bootstrap-port 34001 \
   --disaggregation-mode prefill \
-  --disaggregation-bootstrap-port 8999 \
-  >>"$SGLGEN_ROOT/logs/engine-actor-prefill-1.log" 2>&1
+  --disaggregation-bootstrap-port 8999

@@ -3,11 +3,16 @@
 # actor decode engine actor-decode-0 rank 1/2, tp 16, GPUs 0-7
 # Node 2 (node2). Logs: $SGLGEN_ROOT/logs/engine-actor-decode-0-r1.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/slurm-pd-multinode
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-actor-decode-0-r1.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-actor-decode-0-r1.log"
 export CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7
-mkdir -p "$SGLGEN_ROOT/logs"
 exec /opt/sglang/bin/python -m sglang.launch_server \
   --model-path /models/Qwen3-8B \
   --host node2 \
@@ -18,5 +23,4 @@ exec /opt/sglang/bin/python -m sglang.launch_server \
   --nnodes 2 \
   --node-rank 1 \
   --dist-init-addr node1:33000 \
-  --disaggregation-mode decode \
-  >>"$SGLGEN_ROOT/logs/engine-actor-decode-0-r1.log" 2>&1
+  --disaggregation-mode decode

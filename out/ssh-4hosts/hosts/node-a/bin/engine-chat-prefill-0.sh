@@ -3,11 +3,16 @@
 # chat prefill engine chat-prefill-0, tp 1, GPUs 0
 # Node 0 (node-a). Logs: $SGLGEN_ROOT/logs/engine-chat-prefill-0.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/ssh-4hosts
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-chat-prefill-0.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-chat-prefill-0.log"
 export CUDA_VISIBLE_DEVICES=0
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /models/Qwen3-8B \
   --host 10.207.6.11 \
@@ -16,5 +21,4 @@ exec python3 -m sglang.launch_server \
   --nccl-port 32000 \
   --engine-info-bootstrap-port 34000 \
   --disaggregation-mode prefill \
-  --disaggregation-bootstrap-port 8998 \
-  >>"$SGLGEN_ROOT/logs/engine-chat-prefill-0.log" 2>&1
+  --disaggregation-bootstrap-port 8998

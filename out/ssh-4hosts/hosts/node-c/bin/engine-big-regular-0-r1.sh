@@ -3,11 +3,16 @@
 # big regular engine big-regular-0 rank 1/2, tp 4, GPUs 0-1
 # Node 2 (node-c). Logs: $SGLGEN_ROOT/logs/engine-big-regular-0-r1.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/ssh-4hosts
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-big-regular-0-r1.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-big-regular-0-r1.log"
 export CUDA_VISIBLE_DEVICES=0,1
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /models/big \
   --host 10.207.6.13 \
@@ -17,5 +22,4 @@ exec python3 -m sglang.launch_server \
   --engine-info-bootstrap-port 34000 \
   --nnodes 2 \
   --node-rank 1 \
-  --dist-init-addr 10.207.6.12:33000 \
-  >>"$SGLGEN_ROOT/logs/engine-big-regular-0-r1.log" 2>&1
+  --dist-init-addr 10.207.6.12:33000

@@ -3,11 +3,16 @@
 # judge regular engine judge-regular-0, tp 1, GPUs 0
 # Node 3 (node-d). Logs: $SGLGEN_ROOT/logs/engine-judge-regular-0.log
 set -euo pipefail
+# the log holds the server arguments (SGLang logs its api key at start): this user's only
+umask 077
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
   SGLGEN_ROOT=/var/lib/sgl-gen/ssh-4hosts
 fi
+mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
+exec >>"$SGLGEN_ROOT/logs/engine-judge-regular-0.log" 2>&1
+chmod 600 "$SGLGEN_ROOT/logs/engine-judge-regular-0.log"
 export CUDA_VISIBLE_DEVICES=0
-mkdir -p "$SGLGEN_ROOT/logs"
 exec python3 -m sglang.launch_server \
   --model-path /models/judge \
   --host 10.207.6.14 \
@@ -15,5 +20,4 @@ exec python3 -m sglang.launch_server \
   --tp-size 1 \
   --nccl-port 32000 \
   --engine-info-bootstrap-port 34000 \
-  --mem-fraction-static 0.8 \
-  >>"$SGLGEN_ROOT/logs/engine-judge-regular-0.log" 2>&1
+  --mem-fraction-static 0.8
