@@ -22,20 +22,20 @@ pytest:
 
 # committed renders of every example must match a fresh render
 outcheck:
-	$(PY) -m generator.golden check
+	$(PY) -m generator.devtools.golden check
 
 # refresh out/ after an intended change (review the diff before committing)
 golden:
-	$(PY) -m generator.golden refresh
+	$(PY) -m generator.devtools.golden refresh
 
 # add the golden render of a new example: make golden-add EXAMPLE=examples/x.yaml
 golden-add:
-	$(PY) -m generator.golden add $(EXAMPLE)
+	$(PY) -m generator.devtools.golden add $(EXAMPLE)
 
 # re-dump the router catalogs from the installed parsers (sglang-router here, smg in its venv)
 router-catalogs:
-	$(PY) generator/argdump.py sglang_router.router_args:RouterArgs sglang-router > schemas/routers/sglang-router-0.3.2.json
-	$(SMG_VENV)/bin/python generator/argdump.py smg.router_args:RouterArgs smg > schemas/routers/smg-1.13.0.json
+	$(PY) generator/devtools/argdump.py sglang_router.router_args:RouterArgs sglang-router > schemas/routers/sglang-router-0.3.2.json
+	$(SMG_VENV)/bin/python generator/devtools/argdump.py smg.router_args:RouterArgs smg > schemas/routers/smg-1.13.0.json
 
 # render benchmark: 64 / 512 / 8,192 GPUs; prints wall time, peak memory, ratio to bare Jinja
 bench:

@@ -192,8 +192,8 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
 
 def target_from_plan(plan: Any, targets: tuple[str, ...], rehearse: bool) -> Target:
     """Render a compiled Plan in memory and build its Target."""
-    from generator.planfile import plan_dict
-    from generator.render import render
+    from generator.targets.plans import plan_dict
+    from generator.targets.render import render
 
     arts = render(plan, targets, rehearse=rehearse)
     files = {rel: (a.content.encode("utf-8"), a.mode) for rel, a in arts.items()

@@ -42,14 +42,16 @@ def visible(text: str) -> str:
 MASK = "***"
 
 
+#: a URL with userinfo (``postgres://user:pw@db``, ``redis://:pw@cache``, ``https://TOKEN@host``):
+#: the one detection rule, for refusing such a URL (compile/credentials.py) and for masking it here
+URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]+@")
+
+
 def mask_userinfo(text: str) -> str:
     """``text`` with the user name and password of every URL in it written as ``***``
-    (``postgres://***@db``): the message still names the host. The one detection rule is
-    ``resolve._URL_USERINFO``, the rule that refuses such a URL (imported here, not copied, so
-    both stay the same; resolve imports this module, hence the late import)."""
-    from generator.resolve import _URL_USERINFO
-
-    return _URL_USERINFO.sub(lambda m: m.group().split("://", 1)[0] + f"://{MASK}@", text)
+    (``postgres://***@db``): the message still names the host. The detection rule is
+    :data:`URL_USERINFO`, the one validation refuses such a URL by."""
+    return URL_USERINFO.sub(lambda m: m.group().split("://", 1)[0] + f"://{MASK}@", text)
 
 
 @dataclass(frozen=True, order=True)

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from generator.compile.model import Plan
 from generator.errors import DeployError, SglGenError
-from generator.model import Plan
-from generator.render import Artifact, Unit, units_by_node
 from generator.routerauth import api_key_env, router_auth
+from generator.targets.common import Artifact, Unit, units_by_node
 from generator.write import check_no_symlinks, diff_tree, owned_files, read_owned, write_tree
 
 Echo = Callable[[str], None]

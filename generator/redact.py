@@ -22,7 +22,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from generator.resolve import is_credential_name  # sgl-gen: credential rule
+from generator.compile.credentials import is_credential_name  # sgl-gen: credential rule
 
 MASK = "***"
 

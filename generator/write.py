@@ -32,12 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import SglGenError
-from generator.render import Artifact
+from generator.targets.common import Artifact
+from generator.targets.manifest import MANIFEST, MANIFEST_HEADER, manifest_text
 
-MANIFEST = "MANIFEST.sha256"
-#: the first line of every manifest sgl-gen writes: what makes the directory sgl-gen's
-MANIFEST_HEADER = ("# sgl-gen manifest 1 (sha256sum -c compatible): the files sgl-gen wrote "
-                   "here")
 #: a manifest bigger than this is not one sgl-gen wrote (an 8,192-GPU render's is ~1 MB)
 MANIFEST_MAX_BYTES = 64 << 20
 #: refusals listed one per line; past this many, the rest are counted
@@ -63,16 +60,6 @@ class _Tree:
     dirs: set[str] = field(default_factory=set)
     manifest: dict[str, str] | None = None
     manifest_text: str | None = None
-
-
-def manifest_text(artifacts: dict[str, Artifact]) -> str:
-    """``MANIFEST.sha256`` for ``artifacts`` (every file but the manifest itself), as render
-    writes it."""
-    import hashlib
-
-    return MANIFEST_HEADER + "\n" + "".join(
-        f"{hashlib.sha256(a.content.encode('utf-8')).hexdigest()}  {path}\n"
-        for path, a in sorted(artifacts.items()) if path != MANIFEST)
 
 
 def _scan(base: str) -> tuple[dict[str, str], set[str]]:

@@ -29,10 +29,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from generator import render as render_mod  # noqa: E402
+from generator.compile.pipeline import compile_plan  # noqa: E402
 from generator.paths import TEMPLATES  # noqa: E402
-from generator.pipeline import compile_plan  # noqa: E402
-from generator.planfile import plan_dict  # noqa: E402
+from generator.targets import common as common_mod  # noqa: E402
+from generator.targets import plans as plans_mod  # noqa: E402
+from generator.targets import render as render_mod  # noqa: E402
+from generator.targets.plans import plan_dict  # noqa: E402
 
 GPN = 8
 #: (worker groups of one model, GPUs it takes): a repeating mix of model shapes
@@ -98,25 +100,25 @@ def inprocess_and_floor(path: Path, repeat: int) -> tuple[float, float, float, f
     ``json.dumps(indent=2, sort_keys=True)`` from its data, MANIFEST.sha256 by hashlib over the
     files. Its output is checked byte for byte against sgl-gen's before anything is timed."""
     captured: list[tuple[str, dict[str, Any]]] = []
-    real = render_mod._tmpl
+    real = common_mod.tmpl
 
     def spy(name: str, **ctx: Any) -> str:
         captured.append((name, ctx))
         return real(name, **ctx)
 
-    render_mod._tmpl = spy  # type: ignore[assignment]
+    common_mod.tmpl = spy  # type: ignore[assignment]
     try:
         plan = compile_plan(path)
         arts = render_mod.render(plan)
     finally:
-        render_mod._tmpl = real  # type: ignore[assignment]
+        common_mod.tmpl = real  # type: ignore[assignment]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["shq"] = render_mod.shq
+    env.filters["shq"] = common_mod.shq
     templates = [(env.get_template(name), ctx) for name, ctx in captured]
-    data = {"plan.json": plan_dict(plan), "endpoints.json": render_mod.endpoints(plan),
-            "prometheus/targets.json": render_mod._prometheus(plan)}
+    data = {"plan.json": plan_dict(plan), "endpoints.json": plans_mod.endpoints(plan),
+            "prometheus/targets.json": plans_mod.prometheus_targets(plan)}
 
     def floor() -> tuple[dict[str, str], list[str]]:
         files = {rel: json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -9,9 +9,9 @@ from typing import Any
 from click.testing import CliRunner
 
 from generator.cli import main
+from generator.compile.options import settings_from_cli
+from generator.compile.pipeline import compile_plan
 from generator.errors import TopologyError
-from generator.options import settings_from_cli
-from generator.pipeline import compile_plan
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

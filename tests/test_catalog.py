@@ -16,16 +16,15 @@ from typing import Any
 
 import pytest
 
-from generator.catalog import (
+from generator.compile.catalog import (
     SUPPORTED_VERSIONS,
     ArgSpec,
     Catalog,
     catalog_path,
     did_you_mean,
-    dumps,
-    extract,
     load_catalog,
 )
+from generator.devtools.extract_catalog import dumps, extract
 from generator.rehearsal import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,12 +71,12 @@ def test_committed_catalog_matches_fresh_extraction(sglang_wheel: Path) -> None:
     fresh = dumps(extract(sglang_wheel))
     assert fresh == committed, (
         "schemas/sglang-0.5.23.json is stale; refresh it with:\n"
-        f"  python -m generator.catalog extract {sglang_wheel} -o schemas/sglang-{VERSION}.json")
+        f"  python -m generator.devtools.extract_catalog {sglang_wheel} -o schemas/sglang-{VERSION}.json")
 
 
 def test_extract_cli_writes_the_catalog(sglang_wheel: Path, tmp_path: Path) -> None:
     out = tmp_path / "c.json"
-    proc = subprocess.run([sys.executable, "-m", "generator.catalog", "extract",
+    proc = subprocess.run([sys.executable, "-m", "generator.devtools.extract_catalog",
                            str(sglang_wheel), "-o", str(out)],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr

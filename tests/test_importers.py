@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from generator.bridges.exports import model_routers, slime_external_args
 from generator.client import UnknownModelError, get_model_url, routing_headers
-from generator.exports import model_routers, slime_external_args
-from generator.pipeline import compile_plan
+from generator.compile.pipeline import compile_plan
 from tests.helpers import EXAMPLES, run_cli, write_topo
 from tests.tools import need_path
 
@@ -130,7 +130,7 @@ def test_exports_for_slime():
 
 def test_client_get_model_url_never_falls_back():
     plan = compile_plan(EXAMPLES / "multi-model.yaml")
-    from generator.render import endpoints
+    from generator.targets.plans import endpoints
 
     ep = endpoints(plan)
     m = plan.models[0]
@@ -612,7 +612,7 @@ def _skyrl_doc(text: str) -> dict:
 def test_every_seed_snippet_imports_validates_and_renders(tmp_path):
     import yaml
 
-    from generator.render import render
+    from generator.targets.render import render
 
     snippets = seed_snippets()
     assert len(snippets) == 30

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from generator.compile.loader import load_file, parse_text
 from generator.errors import TopologyError
-from generator.loader import load_file, parse_text
 from tests.helpers import run_cli
 
 

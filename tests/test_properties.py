@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generator.loader import SourceMap
-from generator.place import place
-from generator.planfile import plan_json
-from generator.resolve import resolve
+from generator.compile.loader import SourceMap
+from generator.compile.place import place
+from generator.compile.resolve import resolve
+from generator.targets.plans import plan_json
 
 
 @st.composite
@@ -105,7 +105,7 @@ _json_leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=F
 def test_pretty_json_is_byte_identical_to_the_stdlib(value):
     import json
 
-    from generator.planfile import pretty_json
+    from generator.targets.plans import pretty_json
 
     assert pretty_json(value) == json.dumps(value, indent=2, sort_keys=True,
                                             ensure_ascii=False) + "\n"

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from generator.catalog import catalog_path
+from generator.compile.catalog import catalog_path
 from tests.tools import need_python
 
 REPO = Path(__file__).resolve().parent.parent

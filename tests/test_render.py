@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from generator import golden
-from generator.argv import ROUTER_DEFAULTS, SMG_ROUTING_KEY_HEADER
-from generator.catalog import load_catalog
-from generator.pipeline import compile_plan
-from generator.render import render, units_by_node
+from generator.compile.argv import ROUTER_DEFAULTS, SMG_ROUTING_KEY_HEADER
+from generator.compile.catalog import load_catalog
+from generator.compile.pipeline import compile_plan
+from generator.devtools import golden
+from generator.targets.common import units_by_node
+from generator.targets.render import render
 from generator.write import write_tree
 from tests.helpers import EXAMPLES, REPO, plan_of, run_cli, write_topo
 from tests.tools import need_python, need_tool

@@ -3,7 +3,7 @@ key (sglang-router 0.3.2, smg 1.13): sgl-gen's own checks (``up --local``, ``dep
 ``status``, ``restart --rolling``) send ``Authorization: Bearer`` with the value read where the
 router runs (environment, ``runtime.secrets_env_file``), and the value is in no rendered file, no
 output and no SSH command line. And a model whose engines want a key its router does not send is
-an error (generator/authcheck.py)."""
+an error (generator/compile/authcheck.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from generator.compile.pipeline import compile_plan, load_topology
 from generator.errors import TopologyError
-from generator.pipeline import compile_plan, load_topology
 from tests.helpers import run_cli
 from tests.sshhosts import SUBNET, SshHosts, available
 from tests.tools import _missing, need_python
@@ -210,7 +210,7 @@ def test_deploy_status_rolling_restart_with_router_api_key(hosts, tmp_path, sent
 
 
 def _errors(tmp_path: Path, doc: dict) -> list[str]:
-    from generator.authcheck import check_router_auth
+    from generator.compile.authcheck import check_router_auth
 
     topo = write(tmp_path, doc)
     try:

@@ -6,11 +6,11 @@ import json
 import subprocess
 import sys
 
-from generator.routers import PARSERS, VERSIONS, catalog_file, load_router_catalog, router_argv
+from generator.compile.routers import PARSERS, VERSIONS, catalog_file, load_router_catalog, router_argv
 from tests.helpers import REPO, errors_of, write_topo
 from tests.tools import need_python
 
-DUMPER = str(REPO / "generator" / "argdump.py")
+DUMPER = str(REPO / "generator" / "devtools" / "argdump.py")
 
 
 def _dump(python: str, impl: str) -> dict:

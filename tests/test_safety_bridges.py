@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
+from generator.compile.loader import load_file
+from generator.compile.place import place
+from generator.compile.resolve import resolve
 from generator.errors import SglGenError, TopologyError
-from generator.loader import load_file
-from generator.place import place
-from generator.render import render
-from generator.resolve import resolve
+from generator.targets.render import render
 from generator.write import write_tree
 from tests.helpers import EXAMPLES, plan_of, run_cli, write_topo
 from tests.test_rehearsal import HOST, engine, free_port, spawn, wait_healthy, wait_until
@@ -119,7 +119,7 @@ def test_values_with_line_separators_read_back_exactly(tmp_path, value):
 
 
 def test_text_that_does_not_read_back_is_an_internal_error(monkeypatch):
-    import generator.importers.common as common
+    import generator.bridges.importers.common as common
 
     # a dumper that loses a character: the importer must refuse rather than write it
     monkeypatch.setattr(common, "dump", lambda data: yaml.safe_dump(
@@ -282,7 +282,7 @@ def _wired(tmp_path: Path, spawn, router_args: str, secrets: dict[str, str],
     try:
         plan = plan_of(topo, local=True)
     except TopologyError as exc:
-        # validation refuses a router that does not send its engines' key (generator/authcheck);
+        # validation refuses a router that does not send its engines' key (generator/compile/authcheck.py);
         # these tests show against the real routers why: bypass the check to run it anyway
         assert re.search(r"require (an|the) API key( in)? \(?\$ENGINE_KEY", str(exc)), exc.lines()
         data, smap = load_file(topo)

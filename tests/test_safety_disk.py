@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from generator import write as write_mod
-from generator.pipeline import compile_plan
-from generator.render import render
+from generator.compile.pipeline import compile_plan
+from generator.targets.render import render
 from generator.write import write_tree
 from tests.helpers import EXAMPLES, run_cli, write_topo
 
@@ -418,7 +418,7 @@ def test_the_manifest_render_writes_matches_the_files(tmp_path):
 
 
 def test_golden_check_counts_a_foreign_file_and_refresh_keeps_it(tmp_path, monkeypatch, capsys):
-    from generator import golden
+    from generator.devtools import golden
 
     plan = compile_plan(EXAMPLES / "basic.yaml")
     arts = render(plan, ("bash", "systemd"))
@@ -516,7 +516,7 @@ def test_a_header_less_manifest_is_adopted_only_by_golden(tmp_path, monkeypatch,
     """Migration: a render of the sgl-gen before manifest format 1 (no header) is refused by
     render (hint: render anew); golden refresh, whose out/ is sgl-gen's own tree, adopts it
     and writes the header."""
-    from generator import golden
+    from generator.devtools import golden
 
     plan = compile_plan(EXAMPLES / "basic.yaml")
     arts = render(plan, ("bash", "systemd"))

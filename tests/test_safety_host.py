@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from generator.deploy import _REMOTE_COMMON
-from generator.render import render, shq
+from generator.targets.common import shq
+from generator.targets.render import render
 from generator.write import write_tree
 from tests.helpers import REPO, plan_of, write_topo
 from tests.tools import need_python, need_tool

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.validate import topology_schema
+from generator.compile.validate import topology_schema
 from tests.helpers import REPO, errors_of, plan_of, run_cli, write_topo
 
 HEAD = """\
@@ -108,7 +108,7 @@ def test_is_flag_shaped_agrees_with_the_real_router_parser_and_argparse():
     ``-1e3`` as an option; is_flag_shaped refuses what any version could)."""
     from sglang_router.router_args import RouterArgs
 
-    from generator.resolve import is_flag_shaped
+    from generator.compile.credentials import is_flag_shaped
 
     router = argparse.ArgumentParser()
     RouterArgs.add_cli_args(router)
@@ -330,7 +330,7 @@ def test_cluster_sizes_are_bounded(tmp_path, cluster, want):
 
 
 def test_bounds_in_the_schema_are_the_resolver_limits():
-    from generator.resolve import MAX_GPUS, MAX_GPUS_PER_NODE, MAX_NODES
+    from generator.compile.resolve import MAX_GPUS, MAX_GPUS_PER_NODE, MAX_NODES
 
     s = topology_schema()
     c = s["properties"]["cluster"]["properties"]
@@ -378,8 +378,8 @@ def test_special_files_are_refused_not_waited_on_or_read_forever(tmp_path):
 
 
 def test_a_file_over_the_size_limit_is_refused_without_reading_it(tmp_path):
+    from generator.compile.loader import MAX_BYTES, read_regular_file
     from generator.errors import TopologyError
-    from generator.loader import MAX_BYTES, read_regular_file
 
     big = tmp_path / "big.yaml"
     with big.open("wb") as f:
@@ -414,7 +414,7 @@ def test_scripts_and_the_deploy_probe_run_the_same_interpreter_word(tmp_path):
     import shlex
 
     from generator.deploy import _py_cmd
-    from generator.render import render
+    from generator.targets.render import render
 
     for python in ("/opt/venv-3.11/bin/python3.11", "python3", "/srv/sgl+gen/@x/bin/python"):
         p = write_topo(tmp_path, HEAD + f"runtime: {{python: {python}}}\n" + ONE)
@@ -489,7 +489,7 @@ router: {args: {redis_url: {env: REDIS_URL}, jwt_jwks_uri: "https://idp.example/
 
 
 def test_one_credential_rule_for_arguments_and_environment():
-    from generator.resolve import is_credential_name
+    from generator.compile.credentials import is_credential_name
 
     for name in ("HF_TOKEN", "SOME_TOKEN", "WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY", "api_key",
                  "admin_api_key", "ssl_keyfile_password", "tenant_api_key", "oracle_password",
@@ -555,7 +555,7 @@ sglang:
 def test_a_negative_float_in_exponent_form_is_passed_so_argparse_reads_it(tmp_path):
     """repr(-0.00001) is '-1e-05', which argparse before 3.13 reads as an option: the single
     value goes as --flag=-1e-05; in a list (no '=' possible) it is refused."""
-    from generator.catalog import load_catalog
+    from generator.compile.catalog import load_catalog
 
     spec = load_catalog().get("mem_fraction_static")
     assert spec is not None and spec.to_argv(-0.00001) == ["--mem-fraction-static=-1e-05"]

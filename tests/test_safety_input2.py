@@ -304,14 +304,14 @@ NOT_CREDENTIAL_NAMES = [
 
 @pytest.mark.parametrize("name", CREDENTIAL_NAMES)
 def test_credential_names(name):
-    from generator.resolve import is_credential_name
+    from generator.compile.credentials import is_credential_name
 
     assert is_credential_name(name)
 
 
 @pytest.mark.parametrize("name", NOT_CREDENTIAL_NAMES)
 def test_names_that_are_not_credentials(name):
-    from generator.resolve import is_credential_name
+    from generator.compile.credentials import is_credential_name
 
     assert not is_credential_name(name)
 

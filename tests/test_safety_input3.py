@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 
-from generator import errors, loader
+from generator import errors
+from generator.compile import loader
+from generator.compile.loader import parse_text
 from generator.errors import TopologyError
-from generator.loader import parse_text
 from tests.helpers import REPO, plan_of, run_cli, write_topo
 
 # (getattr: so that this file also runs, and fails, on the code before the fix)

@@ -3,7 +3,7 @@ rendered or reported, never dropped.
 
 - generator/redact.py masks every credential form a log writes (list items, URL user info
   without a password, header and bytes forms), by the one credential rule of
-  generator/resolve.py; the Slurm job prints a failed unit's log tail through the same file,
+  generator/compile/credentials.py; the Slurm job prints a failed unit's log tail through the same file,
   shipped in slurm/lib/ with the rule bundled, so the two cannot drift: one table of cases
   drives the module, the shipped file run on its own, and the sbatch's function.
 - apptainer on Slurm gets every ``runtime.container.mounts`` entry as its own ``--bind``,
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from generator.compile.credentials import is_credential_name
 from generator.redact import redact
-from generator.render import render
-from generator.resolve import is_credential_name
+from generator.targets.render import render
 from generator.write import write_tree
 from tests.helpers import plan_of, run_cli, write_topo
 from tests.test_slurm import TOPO as SLURM_E2E
@@ -51,7 +51,7 @@ CASES = [
     ('{"Authorization": "Bearer sk"}', '{"Authorization": "***"}'),
     ("redis://:pw@cache", "redis://:***@cache"),
     ("HF_TOKEN=hf_5", "HF_TOKEN=***"),
-    # credential names by the rule of generator/resolve.py (not a list kept here)
+    # credential names by the rule of generator/compile/credentials.py (not a list kept here)
     ('{"hfApiKey": "v1", "OPENAIAPIKEY": "v2"}', '{"hfApiKey": "***", "OPENAIAPIKEY": "***"}'),
     ("AUTH_TOKEN_2=v DB_PASS=v GITHUB_PAT=v", "AUTH_TOKEN_2=*** DB_PASS=*** GITHUB_PAT=***"),
     ("oracle_password: \"p w\"", "oracle_password: \"***\""),

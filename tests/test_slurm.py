@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from generator.render import render
+from generator.targets.render import render
 from generator.write import write_tree
 from tests.helpers import plan_of, run_cli, write_topo
 from tests.tools import need_tool

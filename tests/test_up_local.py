@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from generator import local
-from generator.pipeline import compile_plan
-from generator.render import render
+from generator.compile.pipeline import compile_plan
+from generator.targets.render import render
 from generator.write import write_tree
 from tests.helpers import EXAMPLES, run_cli, settings_from_cli, write_topo
 from tests.tools import need_python

@@ -1,0 +1,5 @@
+"""``python -m generator.cli``: the ``sgl-gen`` command."""
+
+from generator.cli import main
+
+main()

@@ -1,0 +1,87 @@
+"""What every command module of the CLI shares: the topology options (:func:`common_options`),
+the one error boundary (:func:`boundary`: expected errors print short and map to the documented
+exit codes; anything else is a bug and keeps its traceback), warnings, and the ``--target`` rule
+(:func:`choose_targets`).
+
+Imports nothing of generator.cli; the command modules import it.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from generator.compile.options import settings_from_cli
+from generator.errors import SglGenError
+
+
+def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command that reads a topology takes (the README documents them)."""
+    opts = [
+        click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
+                     help="Set any topology field, e.g. --set runtime.python=/opt/venv/bin/python."),
+        click.option("--hf-checkpoint", help="Shorthand for --set deployment.hf_checkpoint=..."),
+        click.option("--total-gpus", type=click.IntRange(min=1),
+                     help="Shorthand for --set deployment.total_gpus=... (slime --rollout-num-gpus)"),
+        click.option("--num-gpus-per-engine", type=click.IntRange(min=1),
+                     help="Shorthand for --set deployment.num_gpus_per_engine=..."),
+        click.option("--gpus-per-node", type=click.IntRange(min=1),
+                     help="Shorthand for --set cluster.gpus_per_node=... (default 8)"),
+        click.option("--nodes", type=click.IntRange(min=1),
+                     help="Shorthand for --set cluster.nodes=..."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def settings(kw: dict[str, Any]) -> list[Any]:
+    return settings_from_cli(
+        kw.pop("sets"), hf_checkpoint=kw.pop("hf_checkpoint"), total_gpus=kw.pop("total_gpus"),
+        num_gpus_per_engine=kw.pop("num_gpus_per_engine"), gpus_per_node=kw.pop("gpus_per_node"),
+        nodes=kw.pop("nodes"))
+
+
+def boundary(f: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except SglGenError as exc:
+            for line in exc.lines():
+                click.echo(line, err=True)
+            sys.exit(exc.exit_code)
+    return wrapper
+
+
+def warn(plan_or_topo: Any) -> None:
+    for w in getattr(plan_or_topo, "warnings", ()):
+        click.echo(w if isinstance(w, str) else w.format(), err=True)
+
+
+def choose_targets(value: str | None, plan: Any) -> tuple[str, ...]:
+    """``--target LIST`` (None: the default targets of ``plan``), checked; warns as render does."""
+    from generator.targets.render import AVAILABLE_TARGETS, default_targets
+
+    if value is None:
+        return warn_container(plan, default_targets(plan))
+    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    for n in names:
+        if n not in AVAILABLE_TARGETS:
+            raise SglGenError(f"--target: unknown target {n!r} "
+                              f"(choose from {', '.join(AVAILABLE_TARGETS)})", exit_code=2)
+    return warn_container(plan, names)
+
+
+def warn_container(plan: Any, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """Say so when bash or systemd artifacts will ignore ``runtime.container``; ``targets``."""
+    from generator.targets.slurm import container_warning
+
+    warning = container_warning(plan, targets)
+    if warning:
+        click.echo(warning, err=True)
+    return targets

@@ -1,0 +1,106 @@
+"""``sgl-gen validate / plan / render / schema``: the commands that compile a topology and write
+nothing but the render (generator.compile, generator.targets, generator.write)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from generator.cli.common import boundary, choose_targets, common_options, settings, warn
+from generator.errors import EXIT_INVALID
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=True))
+@common_options
+@boundary
+def validate(file: str, **kw: Any) -> None:
+    """Check FILE; print every problem as FILE:LINE:COL: path: message (exit 1 if any)."""
+    from generator.compile.pipeline import compile_plan
+
+    plan = compile_plan(file, settings(kw))
+    warn(plan)
+    engines = sum(len(m.engines) for m in plan.models)
+    click.echo(f"{file}: valid: {len(plan.models)} model(s), {engines} engine(s), "
+               f"{len(plan.nodes)} node(s)")
+
+
+@click.command("plan")
+@click.argument("file", type=click.Path(dir_okay=True))
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print plan.json instead of the table.")
+@click.option("--local", is_flag=True, help="Map every node to 127.0.0.1 (as `up --local`).")
+@boundary
+def plan_cmd(file: str, as_json: bool, local: bool, **kw: Any) -> None:
+    """Show where every engine and router of FILE runs: GPUs, ports, URLs."""
+    from generator.compile.pipeline import compile_plan
+    from generator.targets.docs import plan_table
+    from generator.targets.plans import plan_json
+
+    plan = compile_plan(file, settings(kw), local=local)
+    warn(plan)
+    choose_targets(None, plan)  # the plan of a default render: say what its targets ignore
+    click.echo(plan_json(plan) if as_json else plan_table(plan), nl=False)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=True))
+@common_options
+@click.option("-o", "--output", "out_dir", default="out", show_default=True,
+              help="Output directory; files go to OUTPUT/<deployment>/.")
+@click.option("--target", "target", metavar="LIST",
+              help="Comma-separated targets: bash,systemd,slurm (default: bash,systemd, plus slurm "
+                   "when the topology has cluster.slurm).")
+@click.option("--rehearse", is_flag=True,
+              help="Swap the engine command for the stdlib rehearsal engine; nothing else changes.")
+@click.option("--local", is_flag=True, help="Map every node to 127.0.0.1 (as `up --local`).")
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 1 if OUTPUT/<deployment>/ differs from a fresh render.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
+@boundary
+def render(file: str, out_dir: str, target: str | None, rehearse: bool, local: bool,
+           check: bool, quiet: bool, **kw: Any) -> None:
+    """Render FILE into launch artifacts under OUTPUT/<deployment>/."""
+    from pathlib import Path
+
+    from generator.compile.pipeline import compile_plan
+    from generator.targets.render import render as render_plan
+    from generator.write import diff_tree, write_tree
+
+    plan = compile_plan(file, settings(kw), local=local)
+    warn(plan)
+    arts = render_plan(plan, choose_targets(target, plan), rehearse=rehearse)
+    root = Path(out_dir) / plan.name
+    changes = diff_tree(root, arts) if check else write_tree(root, arts)
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.action] = counts.get(c.action, 0) + 1
+        if c.action != "identical" and not quiet:
+            click.echo(f"{c.action:<9} {root / c.path}")
+    summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
+    if check:
+        # a foreign file (not in MANIFEST.sha256) is kept by a render too: not out of date
+        dirty = sum(n for a, n in counts.items() if a not in ("identical", "foreign"))
+        if dirty:
+            click.echo(f"{root}: out of date ({summary}); run: sgl-gen render {file} -o {out_dir}",
+                       err=True)
+            sys.exit(EXIT_INVALID)
+        click.echo(f"{root}: up to date ({summary})")
+        return
+    click.echo(f"{root}: {summary}")
+
+
+@click.command()
+def schema() -> None:
+    """Print the topology JSON Schema (for editors: yaml-language-server)."""
+    from generator.compile.validate import topology_schema
+
+    click.echo(json.dumps(topology_schema(), indent=2, sort_keys=True))
+
+
+def register(main: click.Group) -> None:
+    for command in (validate, plan_cmd, render, schema):
+        main.add_command(command)

@@ -1,0 +1,297 @@
+"""``sgl-gen deploy / diff / status / logs / down``: the SSH commands (generator/deploy.py).
+
+Each takes ``FILE|OUT_DIR``: a topology (compiled and rendered in memory with the same options as
+``render``) or a rendered deployment directory (``out/<deployment>/``, used as it is). ``down``
+keeps its ``--local`` form (``up --local``'s counterpart), which cli/local.py implements.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from generator.cli.common import boundary, choose_targets, common_options, settings, warn
+from generator.cli.local import down_local
+from generator.errors import EXIT_DEPLOY, SglGenError
+
+
+def _ssh_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--hosts", "hosts", metavar="A,B",
+                     help="Only these hosts (inventory names), comma-separated."),
+        click.option("--ssh-config", type=click.Path(dir_okay=False),
+                     help="SSH client config to use instead of ~/.ssh/config."),
+        click.option("--known-hosts", type=click.Path(dir_okay=False),
+                     help="Known-hosts file (default: the ssh config's UserKnownHostsFile, "
+                          "else ~/.ssh/known_hosts)."),
+        click.option("--accept-new-host-keys", is_flag=True,
+                     help="Accept and record the key of a host not in known_hosts "
+                          "(a changed key is always refused)."),
+        click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=10,
+                     show_default=True, help="Seconds to wait for each SSH connection."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _render_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--target", "target", metavar="LIST",
+                     help="Comma-separated targets rendered and uploaded: bash,systemd "
+                          "(default: bash,systemd). Units run under the bash launcher."),
+        click.option("--rehearse", is_flag=True,
+                     help="Use the rehearsal engine instead of SGLang (no GPU needed)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _output_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--output", "output", type=click.Choice(["text", "json"]),
+                        default="text", show_default=True,
+                        help="text tables, or one JSON document on stdout.")(f)
+
+
+def _target(source: str, kw: dict[str, Any]) -> Any:
+    """FILE or OUT_DIR -> deploy.Target; topology options only make sense with a FILE."""
+    from generator.compile.pipeline import compile_plan
+    from generator.deploy import target_from_dir, target_from_plan
+
+    topology_settings = settings(kw)
+    rehearse = kw.pop("rehearse", False)
+    target = kw.pop("target", None)
+    p = Path(source)
+    if p.is_dir() and (p / "plan.json").is_file():
+        if topology_settings or rehearse or target:
+            raise SglGenError(f"{source} is a rendered deployment: it is used as it is, so "
+                              f"--set/--rehearse/--target (and their shorthands) do not apply; "
+                              f"re-render it, or pass the topology FILE", exit_code=2)
+        return target_from_dir(p)
+    plan = compile_plan(source, topology_settings)
+    warn(plan)
+    if plan.topology.local:
+        raise SglGenError("deploy works on SSH hosts; use `sgl-gen up --local` here", exit_code=2)
+    return target_from_plan(plan, choose_targets(target, plan), rehearse)
+
+
+def _ssh(kw: dict[str, Any]) -> tuple[Any, tuple[str, ...]]:
+    from generator.deploy import SshOptions
+
+    hosts = kw.pop("hosts", None)
+    only = tuple(h.strip() for h in hosts.split(",") if h.strip()) if hosts else ()
+    return SshOptions(ssh_config=kw.pop("ssh_config"), known_hosts=kw.pop("known_hosts"),
+                      accept_new_host_keys=kw.pop("accept_new_host_keys"),
+                      connect_timeout=kw.pop("connect_timeout")), only
+
+
+_KEEP_SHOWN = 20
+
+
+def _adopt_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--adopt", is_flag=True,
+                        help="Deploy into a host root that holds files sgl-gen did not write "
+                             "(no manifest there): they are kept and reported, never "
+                             "removed; identical files at paths the render writes become "
+                             "sgl-gen's.")(f)
+
+
+def _err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _changes_text(result: Any, title: str) -> str:
+    from generator.deploy import table
+
+    ch = result.changes
+    lines = [title]
+    for h in sorted(ch.upload):
+        n_up, n_rm, n_mode = len(ch.upload[h]), len(ch.remove.get(h, [])), len(ch.chmod.get(h, []))
+        keep, adopt = ch.keep.get(h, []), ch.adopt.get(h, [])
+        if n_up or n_rm or n_mode or keep or adopt:
+            lines.append(f"  {h}: upload {n_up} file(s)" + (f", chmod {n_mode}" if n_mode else "")
+                         + (f", remove {n_rm}" if n_rm else "")
+                         + (f", adopt {len(adopt)}" if adopt else "")
+                         + (f", keep {len(keep)} not written by sgl-gen" if keep else ""))
+            lines += [f"    + {rel}" for rel in ch.upload[h]]
+            lines += [f"    - {rel}" for rel in ch.remove.get(h, [])]
+            lines += [f"    * {rel} (adopted: identical to the render)" for rel in adopt]
+            lines += [f"    = {rel} (kept: not sgl-gen's)" for rel in keep[:_KEEP_SHOWN]]
+            if len(keep) > _KEEP_SHOWN:
+                lines.append(f"    = ... and {len(keep) - _KEEP_SHOWN} more (--output json "
+                             f"lists them)")
+    refused = [m for h in sorted(ch.refused) for m in ch.refused[h]]
+    if refused:
+        lines.append("deploy would refuse:")
+        lines += [f"  {m}" for m in refused]
+    rows = [dict(r, action=(f"{r['action']} {r['kind']}" if r["action"] != "none" else "nothing"))
+            for r in result.rows]
+    return "\n".join(lines) + "\n" + table(rows, ["host", "unit", "action", "reason", "url"])
+
+
+def register(main: click.Group) -> None:
+    register_restart(main)
+
+    @main.command()
+    @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
+    @common_options
+    @_render_options
+    @_ssh_options
+    @click.option("--dry-run", is_flag=True, help="Connect and preflight; change nothing "
+                                                  "(prints what `sgl-gen diff` prints).")
+    @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+                  help="Seconds to wait for engines and routers to become healthy.")
+    @_adopt_option
+    @_output_option
+    @boundary
+    def deploy(source: str, dry_run: bool, timeout: float, adopt: bool, output: str,
+               **kw: Any) -> None:
+        """Push FILE|OUT_DIR to its SSH hosts, (re)start what changed, wait until healthy."""
+        from generator import deploy as d
+        from generator.deploy import table
+
+        target = _target(source, kw)
+        opts, only = _ssh(kw)
+        try:
+            result = d.deploy(target, opts, echo=_err, only=only, timeout=timeout,
+                              dry_run=dry_run, adopt=adopt)
+        except SglGenError as exc:
+            if output == "json":
+                click.echo(json.dumps({"deployment": target.name, "ok": False,
+                                       "error": exc.message}, indent=2, sort_keys=True))
+            raise
+        if output == "json":
+            click.echo(result.json())
+            return
+        if dry_run:
+            click.echo(_changes_text(result, f"{target.name}: dry run, nothing changed"), nl=False)
+            return
+        click.echo(table(result.rows, ["host", "unit", "kind", "action", "url"]), nl=False)
+        routers = [u for u in target.units() if u.kind == "router"
+                   and (not only or u.host in only)]
+        click.echo(f"{target.name} is deployed" + ("; routers:" if routers else ""))
+        for u in routers:
+            click.echo(f"  {u.model}: {u.url}")
+
+    @main.command("diff")
+    @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
+    @common_options
+    @_render_options
+    @_ssh_options
+    @_adopt_option
+    @_output_option
+    @boundary
+    def diff_cmd(source: str, adopt: bool, output: str, **kw: Any) -> None:
+        """What `deploy` would change, per host and unit (nothing is changed)."""
+        from generator import deploy as d
+
+        target = _target(source, kw)
+        opts, only = _ssh(kw)
+        result = d.diff(target, opts, echo=_err, only=only, adopt=adopt)
+        if output == "json":
+            click.echo(result.json())
+            return
+        title = f"{target.name}: " + ("no changes" if result.changes.noop() else "changes")
+        click.echo(_changes_text(result, title), nl=False)
+
+    @main.command()
+    @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
+    @common_options
+    @_render_options
+    @_ssh_options
+    @_output_option
+    @boundary
+    def status(source: str, output: str, **kw: Any) -> None:
+        """Per unit: running, healthy, pid, URL (exit 3 unless all run and are healthy)."""
+        from generator import deploy as d
+        from generator.deploy import table
+
+        target = _target(source, kw)
+        opts, only = _ssh(kw)
+        rows = d.status(target, opts, echo=_err, only=only)
+        if output == "json":
+            click.echo(json.dumps({"deployment": target.name, "units": rows}, indent=2,
+                                  sort_keys=True))
+        else:
+            click.echo(table(rows, ["host", "unit", "kind", "state", "pid", "healthy", "url"]),
+                       nl=False)
+        if any(r["state"] != "running" or r["healthy"] is False for r in rows):
+            sys.exit(EXIT_DEPLOY)
+
+    @main.command()
+    @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
+    @click.argument("units", nargs=-1)
+    @common_options
+    @_render_options
+    @_ssh_options
+    @click.option("-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True)
+    @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+    @boundary
+    def logs(source: str, units: tuple[str, ...], lines: int, follow: bool, **kw: Any) -> None:
+        """Print the logs of UNITS (default: all) from their hosts."""
+        from generator import deploy as d
+
+        target = _target(source, kw)
+        opts, only = _ssh(kw)
+        if only:
+            raise SglGenError("logs: name units instead of --hosts", exit_code=2)
+        d.logs(target, opts, echo=_err, units=units, lines=lines, follow=follow, out=click.echo)
+
+    @main.command()
+    @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
+    @common_options
+    @_render_options
+    @_ssh_options
+    @click.option("-o", "--output", "out_dir", default="out", show_default=True,
+                  help="With --local: the OUTPUT given to `up`.")
+    @click.option("--local", is_flag=True, help="Stop what `up --local` started on this machine.")
+    @boundary
+    def down(source: str, out_dir: str, local: bool, **kw: Any) -> None:
+        """Stop the deployment: routers on every host first, then engines."""
+        if local:
+            for k in ("hosts", "ssh_config", "known_hosts", "accept_new_host_keys",
+                      "connect_timeout", "target"):
+                kw.pop(k, None)
+            return down_local(file=source, out_dir=out_dir, **kw)
+        from generator import deploy as d
+
+        target = _target(source, kw)
+        opts, only = _ssh(kw)
+        n = d.down(target, opts, echo=_err, only=only)
+        click.echo(f"{target.name}: stopped {n} unit(s)")
+
+
+def register_restart(main: click.Group) -> None:
+    @main.command()
+    @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
+    @click.argument("units", nargs=-1)
+    @common_options
+    @_render_options
+    @_ssh_options
+    @click.option("--rolling", is_flag=True, required=True,
+                  help="One engine at a time, out of its router and back (required).")
+    @click.option("--drain", type=click.FloatRange(min=0), default=2, show_default=True,
+                  help="Seconds between removing an engine from its router and stopping it.")
+    @click.option("--allow-downtime", is_flag=True,
+                  help="Also restart an engine that is the only healthy worker of its role.")
+    @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+                  help="Seconds to wait for each engine and router step.")
+    @boundary
+    def restart(source: str, units: tuple[str, ...], rolling: bool, drain: float,
+                allow_downtime: bool, timeout: float, **kw: Any) -> None:
+        """Restart the engines of UNITS (default: all), one at a time behind their routers."""
+        from generator import deploy as d
+
+        target = _target(source, kw)
+        opts, only = _ssh(kw)
+        if only:
+            raise SglGenError("restart: name units instead of --hosts", exit_code=2)
+        done = d.restart_rolling(target, opts, echo=_err, units=units, timeout=timeout,
+                                 drain=drain, allow_downtime=allow_downtime)
+        click.echo(f"{target.name}: restarted {len(done)} engine(s): {', '.join(done)}")

@@ -1,0 +1,239 @@
+"""Frozen data passed between stages: ``Topology`` (after resolve) and ``Plan`` (after place).
+
+No ``dict[str, Any]`` crosses a stage boundary: server-argument overrides travel as sorted
+``(key, value)`` tuples whose values are the YAML scalars, lists or mappings the user wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ArgItems = tuple[tuple[str, Any], ...]
+
+WORKER_TYPES = ("regular", "prefill", "decode", "placeholder", "encoder")
+PLAN_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# resolve -> Topology
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    address: str
+    user: str | None
+    port: int | None
+    labels: tuple[str, ...]
+    gpus: tuple[int, ...]
+    workdir: str | None
+
+
+@dataclass(frozen=True)
+class SlurmSpec:
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None
+    job_name: str | None = None
+    output: str | None = None
+    exclusive: bool = False
+    extra: ArgItems = ()
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    kind: str
+    image: str
+    mounts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    python: str = "python3"
+    workdir: str = "/var/lib/sgl-gen"
+    env: tuple[tuple[str, str], ...] = ()
+    secrets_env_file: str | None = None
+    container: ContainerSpec | None = None
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    implementation: str
+    policy: str | None
+    prefill_policy: str | None
+    decode_policy: str | None
+    host: str | None
+    port: int | None
+    prometheus_port: int | None
+    node: int | None
+    args: ArgItems
+    path: str  # topology path of the model's router section (for messages)
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    model: str
+    index: int
+    path: str
+    worker_type: str
+    num_gpus: int
+    gpus_per_engine: int
+    tp_size: int
+    pp_size: int
+    num_engines: int
+    server_args: ArgItems  # defaults merged with overrides, sorted by key
+    node_group: str | None
+    port: int | None
+    bootstrap_port: int | None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: str
+    model_path: str
+    update_weights: bool
+    pd: bool
+    groups: tuple[GroupSpec, ...]
+    router: RouterSpec
+
+
+@dataclass(frozen=True)
+class Topology:
+    file: str
+    name: str
+    sglang_version: str
+    hf_checkpoint: str | None
+    total_gpus: int | None
+    gpus_per_node: int
+    nodes: int | None
+    hosts: tuple[HostSpec, ...]
+    node_groups: tuple[tuple[str, tuple[int, ...]], ...]
+    slurm: SlurmSpec | None
+    runtime: RuntimeSpec
+    router_implementation: str
+    models: tuple[ModelSpec, ...]
+    local: bool = False
+    warnings: tuple[Any, ...] = ()  # errors.Diagnostic with severity "warning"
+    # loader.SourceMap: positions for errors found after resolve (placement, ports)
+    smap: Any = field(default=None, compare=False, repr=False)
+
+    def diag(self, path: str, message: str, hint: str = "") -> Any:
+        """A diagnostic positioned at a dotted topology path (see ``loader.format_path``)."""
+        from generator.compile.loader import parse_display_path
+        from generator.errors import Diagnostic
+
+        if self.smap is None:
+            return Diagnostic(self.file, 0, 0, path, message, hint)
+        o = self.smap.at(parse_display_path(path))
+        return Diagnostic(o.file, o.line, o.col, path, message, hint)
+
+
+# ---------------------------------------------------------------------------------------------
+# place -> Plan
+
+
+@dataclass(frozen=True)
+class Node:
+    index: int
+    host: str
+    address: str
+    gpus: tuple[int, ...]
+    user: str | None = None
+    ssh_port: int | None = None
+    workdir: str = "/var/lib/sgl-gen"
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Placement:
+    node: int
+    host: str
+    address: str
+    gpus: tuple[int, ...]  # physical GPU ids (CUDA_VISIBLE_DEVICES)
+    node_rank: int
+    argv: tuple[Any, ...] = ()
+    #: the HTTP port this rank binds when it differs from the engine's (ranks of one engine that
+    #: share an address, as with --local: ranks >= 1 serve a health endpoint on --port too)
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class Engine:
+    id: str
+    model: str
+    group: int
+    worker_type: str
+    gpus_per_engine: int
+    tp_size: int
+    pp_size: int
+    nnodes: int
+    placements: tuple[Placement, ...]
+    host: str
+    address: str
+    bind_host: str
+    port: int
+    url: str
+    nccl_port: int
+    engine_info_bootstrap_port: int | None
+    bootstrap_port: int | None
+    dist_init_addr: str | None
+    encoder_urls: tuple[str, ...]
+    server_args: ArgItems
+    argv: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlaceholderSlot:
+    model: str
+    group: int
+    node: int
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Router:
+    model: str
+    implementation: str
+    module: str
+    node: int
+    host: str
+    address: str
+    bind_host: str
+    port: int
+    prometheus_port: int
+    url: str
+    policy: str | None
+    prefill_policy: str | None
+    decode_policy: str | None
+    args: ArgItems
+    argv: tuple[Any, ...] = ()  # str tokens, or routers.EnvRef for values taken from the env
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    name: str
+    model_path: str
+    update_weights: bool
+    pd: bool
+    router: Router
+    engines: tuple[Engine, ...]
+    placeholders: tuple[PlaceholderSlot, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    topology: Topology
+    nodes: tuple[Node, ...]
+    models: tuple[ModelPlan, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+    def engines(self) -> list[Engine]:
+        """Every engine, in start order: encoders first, then file order."""
+        all_engines = [e for m in self.models for e in m.engines]
+        return sorted(all_engines, key=lambda e: 0 if e.worker_type == "encoder" else 1)

@@ -1,0 +1,180 @@
+"""CLI facts merged into the document: ``--set dotted.path=value`` and its named shorthands.
+
+Like Helm's ``--set``, a value is parsed as a YAML scalar (``--set cluster.nodes=4`` is an integer;
+quote to force a string: ``--set 'deployment.name="x"'``), with the loader's checks for a value in
+a file (a ``--set`` value is no way around them). Unlike Helm, a CLI value never silently
+replaces a different value written in the file: the two disagreeing is an error, because the
+operator believes one of them and the other is what would run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from generator.compile.loader import (
+    Origin,
+    PathT,
+    SourceMap,
+    format_path,
+    parse_scalar,
+    raw_text_problems,
+)
+from generator.compile.validate import describe, is_secret_path
+from generator.errors import MASK, Diagnostic, SglGenError, TopologyError, mask_userinfo
+
+#: Named options and the topology path each one stands for.
+SHORTHANDS: dict[str, str] = {
+    "hf_checkpoint": "deployment.hf_checkpoint",
+    "total_gpus": "deployment.total_gpus",
+    "num_gpus_per_engine": "deployment.num_gpus_per_engine",
+    "gpus_per_node": "cluster.gpus_per_node",
+    "nodes": "cluster.nodes",
+}
+
+_SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)((?:\[\d+\])*)")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One CLI-given value for a topology path."""
+
+    path: PathT
+    value: Any
+    option: str  # how the user said it, for messages: "--set a.b=1" or "--total-gpus 16"
+
+
+def parse_path(text: str) -> PathT:
+    """``sglang[0].router.port`` -> ``("sglang", 0, "router", "port")``."""
+    parts: list[str | int] = []
+    for seg in text.split("."):
+        m = _SEGMENT.fullmatch(seg)
+        if not m:
+            raise SglGenError(f"--set: bad path {text!r}: segment {seg!r} is not a key or key[index]",
+                              exit_code=2)
+        parts.append(m.group(1))
+        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return tuple(parts)
+
+
+def parse_set(expr: str) -> Setting:
+    """Parse one ``--set path=value`` expression. The value gets the checks a value in a file
+    gets (``loader.parse_scalar``): raw control characters and line separators, tags, NaN,
+    NUL, integer range; errors name the option."""
+    if "=" not in expr:
+        # no path to tell a credential by: never echo what might be one (--set HF_TOKEN:hf_...)
+        raise SglGenError(f"--set {expr!r}: expected PATH=VALUE" if _no_secret_words(expr) else
+                          "--set: expected PATH=VALUE (the argument is not shown: it names a "
+                          "credential)", exit_code=2)
+    key, _, raw = expr.partition("=")
+    path = parse_path(key.strip())
+    option = _shown(f"--set {expr}", path, f"--set {key}=")
+    return Setting(path, parse_scalar(raw, option, path), option)
+
+
+def _no_secret_words(text: str) -> bool:
+    """Whether no word of ``text`` is credential-named (``is_secret_path`` on each word)."""
+    return not any(is_secret_path((w,)) for w in re.split(r"[^A-Za-z0-9_-]+", text) if w) \
+        and mask_userinfo(text) == text
+
+
+def _shown(option: str, path: PathT, prefix: str) -> str:
+    """An option as messages name it (every message about a CLI value names its option):
+    ``PREFIX***`` for a credential's path (``--set runtime.env.HF_TOKEN=***``), a URL's user
+    name and password masked (``--hf-checkpoint https://***@hub/m``), and a huge value
+    shortened (the message says the rest)."""
+    if is_secret_path(path):
+        return prefix + MASK
+    option = mask_userinfo(option)
+    if len(option) <= 100:
+        return option
+    return f"{option[:60]}...({len(option):,} characters)"
+
+
+def settings_from_cli(sets: tuple[str, ...] | list[str], **named: Any) -> list[Setting]:
+    """Settings from ``--set`` expressions and the named shorthands (``None`` = not given)."""
+    out: list[Setting] = []
+    errors: list[Diagnostic] = []
+    for expr in sets:  # every bad value at once, as for a file
+        try:
+            out.append(parse_set(expr))
+        except TopologyError as exc:
+            errors += exc.diagnostics
+    for name, value in named.items():
+        if value is None:
+            continue
+        path = parse_path(SHORTHANDS[name])
+        flag = "--" + name.replace("_", "-")
+        option = _shown(f"{flag} {value}", path, f"{flag} ")
+        if isinstance(value, str):  # a shorthand's text is the value itself, never YAML
+            errors += [Diagnostic(option, 0, 0, format_path(path), msg, hint)
+                       for _i, _ch, msg, hint in raw_text_problems(value)]
+            if "\n" in value or "\t" in value or "\0" in value:
+                errors.append(Diagnostic(option, 0, 0, format_path(path),
+                                         "a line break, tab or NUL cannot be part of this value"))
+        out.append(Setting(path, value, option))
+    if errors:
+        raise TopologyError(errors)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same type: ``8.0`` or ``true`` on the command line does not "agree" with
+    ``8`` or ``1`` in the file (Python says they are equal; the schema refuses one of them)."""
+    return type(a) is type(b) and a == b
+
+
+def apply_settings(data: dict[str, Any], smap: SourceMap, settings: list[Setting]) -> None:
+    """Merge CLI settings into ``data`` in place; a disagreement with the file is an error."""
+    errors: list[Diagnostic] = []
+    seen: dict[PathT, Setting] = {}
+    for s in settings:
+        prev = seen.get(s.path)
+        if prev is not None and not _same(prev.value, s.value):
+            errors.append(Diagnostic(s.option, 0, 0, format_path(s.path),
+                                     f"conflicts with {prev.option}"))
+            continue
+        seen[s.path] = s
+        node: Any = data
+        for i, part in enumerate(s.path[:-1]):
+            nxt = s.path[i + 1]
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    errors.append(Diagnostic(s.option, 0, 0, format_path(s.path[: i + 1]),
+                                             "no such list item"))
+                    break
+                node = node[part]
+            else:
+                if not isinstance(node, dict):
+                    errors.append(Diagnostic(s.option, 0, 0, format_path(s.path[:i]),
+                                             "is not a mapping"))
+                    break
+                if part not in node:
+                    if isinstance(nxt, int):
+                        errors.append(Diagnostic(s.option, 0, 0, format_path(s.path[: i + 1]),
+                                                 "no such list"))
+                        break
+                    node[part] = {}
+                    smap.values[s.path[: i + 1]] = Origin(s.option, 0, 0)
+                node = node[part]
+        else:
+            last = s.path[-1]
+            if isinstance(last, int) or not isinstance(node, dict):
+                errors.append(Diagnostic(s.option, 0, 0, format_path(s.path),
+                                         "--set can only set mapping keys"))
+                continue
+            if last in node and not _same(node[last], s.value):
+                o = smap.at(s.path)
+                errors.append(Diagnostic(
+                    o.file, o.line, o.col, format_path(s.path),
+                    f"the file says {describe(node[last], s.path)} but {s.option} says "
+                    f"{describe(s.value, s.path)}",
+                    "remove one of them: a CLI value never silently replaces a file value"))
+                continue
+            if last not in node:
+                node[last] = s.value
+                smap.values[s.path] = Origin(s.option, 0, 0)
+                smap.keys[s.path] = Origin(s.option, 0, 0)
+    if errors:
+        raise TopologyError(errors)

@@ -1,0 +1,109 @@
+"""The reviewer's documents: the rendered ``README.md`` (summary tables, node x GPU map, Mermaid
+diagram) and ``sgl-gen plan``'s table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from generator.compile.model import Plan
+from generator.targets import common
+from generator.targets.common import Artifact, gpu_ranges
+
+
+def readme(plan: Plan, targets: tuple[str, ...], ctx: dict[str, Any]) -> Artifact:
+    """``README.md`` of a render."""
+    return Artifact(common.tmpl("README.md.j2", gpu_map=_gpu_map(plan), mermaid=_mermaid(plan),
+                                gpu_ranges=gpu_ranges, targets=targets, **ctx))
+
+
+def _gpu_map(plan: Plan) -> list[tuple[int, str, list[str]]]:
+    """Per node: who holds each GPU (engine id, "(reserved)" or "-"), in GPU order."""
+    owner: dict[tuple[int, int], str] = {}
+    for m in plan.models:
+        for e in m.engines:
+            for p in e.placements:
+                for g in p.gpus:
+                    owner[(p.node, g)] = e.id
+        for ph in m.placeholders:
+            for g in ph.gpus:
+                owner[(ph.node, g)] = "(reserved)"
+    return [(n.index, n.host, [owner.get((n.index, g), "-") for g in n.gpus])
+            for n in plan.nodes]
+
+def _mermaid_id(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)
+
+def _mermaid(plan: Plan) -> str:
+    lines = ["flowchart LR"]
+    for n in plan.nodes:
+        lines.append(f'  N{n.index}[("node {n.index}: {n.host}")]')
+    for m in plan.models:
+        mid = _mermaid_id(m.name)
+        lines.append(f'  M_{mid}(["model {m.name}"]) --> R_{mid}["router :{m.router.port}"]')
+        lines.append(f"  R_{mid} -.-> N{m.router.node}")
+        for e in m.engines:
+            eid = _mermaid_id(e.id)
+            lines.append(f'  R_{mid} --> E_{eid}["{e.id}<br/>tp{e.tp_size} :{e.port}"]')
+            for p in e.placements:
+                lines.append(f"  E_{eid} --- N{p.node}")
+    return "\n".join(lines)
+
+
+def plan_table(plan: Plan) -> str:
+    """Per node: which GPUs go to which engine, ports, routers; then per model."""
+    t = plan.topology
+    lines = [
+        f"deployment {t.name}: sglang {t.sglang_version}, router {t.router_implementation}, "
+        f"{len(plan.nodes)} node(s) x {t.gpus_per_node} GPUs",
+        "",
+    ]
+    for n in plan.nodes:
+        lines.append(f"node {n.index}  {n.host} ({n.address})")
+        rows: list[tuple[str, str, str]] = []
+        for m in plan.models:
+            for e in m.engines:
+                for p in e.placements:
+                    if p.node != n.index:
+                        continue
+                    ports = f":{e.port}"
+                    if e.bootstrap_port is not None:
+                        ports += f" bootstrap :{e.bootstrap_port}"
+                    if e.dist_init_addr and p.node_rank == 0:
+                        ports += f" dist-init {e.dist_init_addr}"
+                    rank = f" rank {p.node_rank}/{e.nnodes}" if e.nnodes > 1 else ""
+                    rows.append((f"GPU {gpu_ranges(p.gpus)}", e.id,
+                                 f"tp{e.tp_size}" + (f" pp{e.pp_size}" if e.pp_size > 1 else "")
+                                 + rank + "  " + ports))
+            for ph in m.placeholders:
+                if ph.node == n.index:
+                    rows.append((f"GPU {gpu_ranges(ph.gpus)}", f"(placeholder {m.name})", ""))
+            r = m.router
+            if r.node == n.index:
+                rows.append(("router", m.name, f"{r.implementation} :{r.port} "
+                                               f"(prometheus :{r.prometheus_port})"
+                                               + (f" policy {r.policy}" if r.policy else "")))
+        w0 = max((len(a) for a, _, _ in rows), default=0)
+        w1 = max((len(b) for _, b, _ in rows), default=0)
+        for a, b, c in rows:
+            lines.append(f"  {a:<{w0}}  {b:<{w1}}  {c}".rstrip())
+        free = n.gpus
+        used = {g for m in plan.models for e in m.engines for p in e.placements
+                if p.node == n.index for g in p.gpus}
+        used |= {g for m in plan.models for ph in m.placeholders if ph.node == n.index
+                 for g in ph.gpus}
+        idle = tuple(g for g in free if g not in used)
+        if idle:
+            lines.append(f"  GPU {gpu_ranges(idle)}  (unused)")
+        lines.append("")
+    lines.append("models:")
+    for m in plan.models:
+        roles: dict[str, int] = {}
+        for e in m.engines:
+            roles[e.worker_type] = roles.get(e.worker_type, 0) + 1
+        summary = ", ".join(f"{c} {r}" for r, c in roles.items()) or "no local engines"
+        lines.append(f"  {m.name}: {m.model_path}  update_weights={str(m.update_weights).lower()}"
+                     f"  router {m.router.url}  engines: {summary}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["gpu_ranges", "plan_table", "readme"]
