@@ -3,8 +3,9 @@
 and SGLang logs its ``server_args`` at start, so a log line can hold a secret the topology never
 contained.
 
-A name is a credential by the one rule the topology uses (:func:`generator.resolve.is_credential_name`),
-in every form a log writes it: ``--api-key X`` / ``--api-key=X``, ``api_key='X'`` / ``api_key=b'X'``
+A name is a credential by the one rule the topology uses
+(:func:`generator.compile.credentials.is_credential_name`), in every form a log writes it:
+``--api-key X`` / ``--api-key=X``, ``api_key='X'`` / ``api_key=b'X'``
 (Python reprs), ``"api_key": "X"`` (JSON), ``x-api-key: X`` (headers, YAML), ``HF_TOKEN=X``
 (environment), a list value (``control_plane_api_keys=['k1', 'k2']``: every item). Besides names:
 ``Authorization: <scheme> X`` and ``Bearer X``, and a URL's user info (``postgres://u:X@db``,
@@ -12,8 +13,8 @@ in every form a log writes it: ``--api-key X`` / ``--api-key=X``, ``api_key='X'`
 sees which setting was given.
 
 This file also runs on its own, next to a Slurm job (``python3 redact.py --tail 30 LOG``): the
-sbatch prints a failed unit's log tail through it. generator/slurm.py ships it with the credential
-rule bundled in place of the import below, so the job redacts exactly as sgl-gen does.
+sbatch prints a failed unit's log tail through it. generator/targets/slurm.py ships it with the
+credential rule bundled in place of the import below, so the job redacts exactly as sgl-gen does.
 """
 
 from __future__ import annotations

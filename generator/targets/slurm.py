@@ -277,8 +277,8 @@ def redact_source() -> str:
     """generator/redact.py as the stand-alone file shipped next to the sbatch (slurm/lib/): the
     job prints a failed unit's log tail through it with its own python, where sgl-gen is not
     installed. The import of the credential rule becomes the rule's own source (the function,
-    the functions it calls and the constants they read, from generator/compile/credentials.py), so the job
-    redacts by exactly the rule sgl-gen validates with; no second copy is kept by hand."""
+    the functions it calls and the constants they read, from generator/compile/credentials.py),
+    so the job redacts by exactly the rule sgl-gen validates with; no second copy is kept by hand."""
     text = REDACT_SOURCE.read_text(encoding="utf-8")
     if text.count(_RULE_IMPORT) != 1:
         raise ValueError(f"{REDACT_SOURCE}: the credential rule import line is missing")
@@ -288,10 +288,8 @@ def redact_source() -> str:
     exec(compile(bundle, "<credential rule>", "exec"), probe)  # noqa: S102 - our own source
     if any(probe["is_credential_name"](n) != credentials.is_credential_name(n) for n in _PROBE):
         raise ValueError("generator/compile/credentials.py changed while sgl-gen ran: render again")
-    # the comment keeps the pre-layout paths (issue 14) so that committed renders stay
-    # byte-identical; the rule now lives in generator/compile/credentials.py
-    return text.replace(_RULE_IMPORT, "# bundled from generator/resolve.py by generator/slurm.py\n"
-                        + bundle)
+    return text.replace(_RULE_IMPORT, "# bundled from generator/compile/credentials.py by "
+                        "generator/targets/slurm.py\n" + bundle)
 
 
 def _bundle(func: Callable[..., Any]) -> str:
