@@ -20,7 +20,7 @@ from generator.deploy import _parallel as _orig_parallel
 from generator.write import MANIFEST_HEADER
 from tests.helpers import EXAMPLES, run_cli
 from tests.sshhosts import SshHosts, available
-from tests.tools import _missing
+from tests.tools import missing
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ ROUTERS = {"chat": "http://10.207.6.11:30000", "big": "http://10.207.6.12:30000"
 def hosts():
     why = available()
     if why:
-        _missing(f"SSH test hosts: {why}")
+        missing(f"SSH test hosts: {why}")
     with SshHosts(4) as h:
         yield h
 

@@ -20,7 +20,7 @@ from generator.compile.pipeline import compile_plan, load_topology
 from generator.errors import TopologyError
 from tests.helpers import run_cli
 from tests.sshhosts import SUBNET, SshHosts, available
-from tests.tools import _missing, need_python
+from tests.tools import missing, need_python
 
 KEY = "sk-router-auth-3f9c2e7a"  # distinctive: found by grep wherever it leaks
 
@@ -114,7 +114,7 @@ def test_up_local_with_router_api_key(tmp_path, monkeypatch, impl, source):
 def hosts():
     why = available()
     if why:
-        _missing(f"SSH test hosts: {why}")
+        missing(f"SSH test hosts: {why}")
     with SshHosts(1) as h:
         yield h
 

@@ -20,7 +20,7 @@ import yaml
 from generator.write import MANIFEST_HEADER
 from tests.helpers import run_cli
 from tests.sshhosts import SshHosts, available
-from tests.tools import _missing
+from tests.tools import missing
 
 A, B = "10.207.6.11", "10.207.6.12"
 ENGINE = "engine-m-regular-0"
@@ -75,7 +75,7 @@ def test_redact_leaves_the_rest(line):
 def hosts():
     why = available()
     if why:
-        _missing(f"SSH test hosts: {why}")
+        missing(f"SSH test hosts: {why}")
     with SshHosts(2) as h:
         h.add_private_host(via=h.hosts[0])
         yield h

@@ -11,7 +11,7 @@ import pytest
 STRICT = os.environ.get("SGLGEN_STRICT") == "1"
 
 
-def _missing(what: str) -> None:
+def missing(what: str) -> None:
     if STRICT:
         pytest.fail(f"{what} (SGLGEN_STRICT=1: .ci/install.sh installs it)")
     pytest.skip(what)
@@ -21,7 +21,7 @@ def need_tool(name: str) -> str:
     path = shutil.which(name) or next(
         (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None)
     if path is None:
-        _missing(f"{name} is not installed")
+        missing(f"{name} is not installed")
     assert path is not None
     return path
 
@@ -29,10 +29,10 @@ def need_tool(name: str) -> str:
 def need_python(var: str, package: str) -> str:
     py = os.environ.get(var, "")
     if not py or not os.access(py, os.X_OK):
-        _missing(f"{package}: set {var} to a venv python that has it")
+        missing(f"{package}: set {var} to a venv python that has it")
     return py
 
 
 def need_path(path: os.PathLike[str] | str, what: str) -> None:
     if not os.path.exists(path):
-        _missing(f"{what} not found at {path}")
+        missing(f"{what} not found at {path}")
