@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from generator import __version__, routerauth
+from generator import __version__, hostagent, routerauth
 from generator.errors import DeployError, SglGenError
 from generator.redact import redact
 
@@ -511,329 +511,17 @@ def target_from_dir(out_dir: Path) -> Target:
 # ---------------------------------------------------------------------------------------------
 # Code that runs on the hosts (stdlib Python, the deployment's own interpreter)
 
-# router_auth(NAME, secrets_env_file): the Authorization header for a router with --api-key,
-# read on the host (see routerauth.py); the programs get only the variable's name in their argv
-_ROUTER_AUTH = Path(routerauth.__file__).read_text(encoding="utf-8")
-
-_REMOTE_COMMON = _ROUTER_AUTH + r'''
-import json, os, sys
-def _alive(pid, start, pidfile):
-    # the same identity rule as sgl-gen-host.sh's unit_proc: the process must lead its own
-    # session and group (setsid) and have the start time the pidfile records (field 22 of
-    # /proc/PID/stat, counted after the last ")": comm may hold spaces and parentheses); an
-    # old one-number pidfile only names a session leader that started before it was written
-    if pid <= 1:
-        return False
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            x = f.read().rsplit(b")", 1)[1].split()
-        state, pgrp, sid, began = x[0], int(x[2]), int(x[3]), int(x[19])
-    except (OSError, IndexError, ValueError):
-        return False
-    if state in (b"Z", b"X") or pgrp != pid or sid != pid:
-        return False
-    if start is not None:
-        return began == start
-    try:
-        with open("/proc/stat") as f:
-            btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime "))
-        return btime + began // os.sysconf("SC_CLK_TCK") <= int(os.stat(pidfile).st_mtime) + 1
-    except (OSError, StopIteration, ValueError, IndexError):
-        return False
-def _left(pid, start):
-    # the host script's group_left: live processes left in the group the unit's leader created
-    # once it exited (a pid stays allocated while it is a group id, so while the group lives no
-    # other process gets it; a live process with that pid and another start time means the pid
-    # was reused); every member started after the leader, zombies are not counted
-    if pid <= 1 or start is None:
-        return 0
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            x = f.read().rsplit(b")", 1)[1].split()
-        if x[0] not in (b"Z", b"X") and int(x[19]) != start:
-            return 0
-    except (OSError, IndexError, ValueError):
-        pass
-    n = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d, "rb") as f:
-                x = f.read().rsplit(b")", 1)[1].split()
-            if x[0] not in (b"Z", b"X") and int(x[2]) == pid and int(x[19]) >= start:
-                n += 1
-        except (OSError, IndexError, ValueError):
-            pass
-    return n
-def _state(root, u):
-    run = os.path.join(root, "run")
-    ex = None
-    try:
-        with open(os.path.join(run, u + ".exit")) as f:
-            ex = int(f.read().strip())
-    except (OSError, ValueError):
-        pass
-    pidfile = os.path.join(run, u + ".pid")
-    try:
-        with open(pidfile) as f:
-            x = f.read().split()
-        # "PID STARTTIME", or "PID" from an older sgl-gen
-        if not 1 <= len(x) <= 2 or not all(v.isdigit() and v.isascii() for v in x):
-            raise ValueError(x)
-        pid, start = int(x[0]), (int(x[1]) if len(x) == 2 else None)
-    except FileNotFoundError:
-        return {"state": "stopped", "pid": None, "exit": ex}
-    except (OSError, ValueError):
-        return {"state": "dead", "pid": None, "exit": ex}
-    if _alive(pid, start, pidfile):
-        return {"state": "running", "pid": pid, "exit": ex}
-    left = _left(pid, start)
-    # "dead (N processes left in its group)" in the host script's status
-    return {"state": "dead", "pid": pid, "exit": ex, **({"left": left} if left else {})}
-def _states(root, names):
-    names = list(names)
-    try:
-        names += [f[:-4] for f in os.listdir(os.path.join(root, "run")) if f.endswith(".pid")]
-    except OSError:
-        pass
-    return {u: _state(root, u) for u in dict.fromkeys(names)}
-def _tail(root, u, n):
-    try:
-        with open(os.path.join(root, "logs", u + ".log"), "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 65536))
-            return f.read().decode("utf-8", "replace").splitlines()[-n:]
-    except OSError:
-        return None
-A = json.loads(sys.argv[1])
-'''
-
-_PROBE = _REMOTE_COMMON + r'''
-import hashlib, importlib.util, shutil, subprocess
-root = A["root"]
-out = {"python": sys.version.split()[0], "modules": {}, "gpus": None, "disk_free": None,
-       "listen": [], "files": {}, "manifest": None, "units": {}}
-for m in A["modules"]:
-    out["modules"][m] = importlib.util.find_spec(m) is not None
-if A["gpus"]:
-    try:
-        r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
-        out["gpus"] = {"rc": r.returncode, "err": (r.stderr or r.stdout).strip()[-300:],
-                       "lines": [x for x in r.stdout.splitlines() if x.startswith("GPU ")]}
-    except (OSError, subprocess.SubprocessError) as e:
-        out["gpus"] = {"rc": -1, "err": str(e), "lines": []}
-d = root
-while not os.path.isdir(d):
-    d = os.path.dirname(d) or "/"
-out["disk_free"] = shutil.disk_usage(d).free
-for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-    try:
-        with open(name) as f:
-            for line in f.read().splitlines()[1:]:
-                x = line.split()
-                if len(x) > 3 and x[3] == "0A":
-                    out["listen"].append(int(x[1].rsplit(":", 1)[1], 16))
-    except OSError:
-        pass
-try:
-    with open(os.path.join(root, A["manifest"])) as f:
-        out["manifest"] = json.load(f)
-except (OSError, ValueError):
-    pass
-# Without a manifest nothing here is sgl-gen's: run/ and logs/ are listed like any other file.
-own = ("run", "logs", ".sgl-gen") if isinstance(out["manifest"], dict) else (".sgl-gen",)
-out["links"], out["more"] = [], 0
-want = set(A["want"])
-mine = set((out["manifest"] or {}).get("files") or ()) if own != (".sgl-gen",) else set()
-if os.path.isdir(root):
-    for dp, dns, fns in os.walk(root):
-        rel = os.path.relpath(dp, root)
-        if rel == ".":
-            dns[:] = [x for x in dns if x not in own]
-        for dn in dns:
-            if os.path.islink(os.path.join(dp, dn)):
-                out["links"].append(dn if rel == "." else rel + "/" + dn)
-        for fn in fns:
-            p = os.path.join(dp, fn)
-            r = fn if rel == "." else rel + "/" + fn
-            st = os.lstat(p)
-            h = ""
-            if os.path.islink(p):
-                out["links"].append(r)
-            elif r not in want and r not in mine:  # not sgl-gen's: listed, never read
-                if len(out["files"]) >= A["max_files"]:
-                    out["more"] += 1
-                    continue
-            elif os.path.isfile(p):
-                try:
-                    with open(p, "rb") as f:
-                        h = hashlib.sha256(f.read()).hexdigest()
-                except OSError:
-                    pass
-            out["files"][r] = [h, st.st_mode & 0o777]
-sec = A.get("secrets")
-if sec:
-    try:
-        st = os.stat(sec)
-        out["secrets"] = {"exists": True, "regular": os.path.isfile(sec),
-                          "mode": st.st_mode & 0o777, "readable": os.access(sec, os.R_OK)}
-    except OSError as e:
-        out["secrets"] = {"exists": False, "error": e.strerror or str(e)}
-out["units"] = _states(root, A["units"])
-print(json.dumps(out))
-'''
-
-_POLL = _REMOTE_COMMON + r'''
-import urllib.request, urllib.error
-root = A["root"]
-out = {"units": _states(root, A["units"]), "http": {}, "tails": {}}
-auth = {name: router_auth(name, A["secrets"]) for name in set(A["auth"].values())}
-for key, url in A["urls"].items():
-    req = urllib.request.Request(url, headers=auth.get(A["auth"].get(key), {}))
-    try:
-        with urllib.request.urlopen(req, timeout=3) as r:
-            body = r.read(1 << 20)
-            status = r.status
-    except urllib.error.HTTPError as e:
-        status, body = e.code, b""
-    except Exception as e:
-        status, body = 0, str(e).encode()
-    try:
-        parsed = json.loads(body) if key.endswith("/workers") and status == 200 else None
-    except ValueError:
-        parsed = None
-    out["http"][key] = [status, parsed if parsed is not None else body[:200].decode("utf-8", "replace")]
-for u in A["tails"]:
-    out["tails"][u] = _tail(root, u, A["lines"])
-print(json.dumps(out))
-'''
-
-_WAIT = _REMOTE_COMMON + r'''
-import time, urllib.request, urllib.error
-root = A["root"]
-auth = {u: router_auth(name, A["secrets"]) for u, name in A["auth"].items()}
-def get(u, url):
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=auth.get(u, {})),
-                                    timeout=3) as r:
-            body, status = r.read(1 << 20), r.status
-    except urllib.error.HTTPError as e:
-        return e.code, ""
-    except Exception as e:
-        return 0, str(e)
-    try:
-        return status, json.loads(body)
-    except ValueError:
-        return status, body[:200].decode("utf-8", "replace")
-def ok(u, got):
-    status, body = got
-    if u not in A["expected"]:
-        return status == 200
-    if status != 200 or not isinstance(body, dict):
-        return False
-    ws = [w for w in body.get("workers", []) if isinstance(w, dict)]
-    return sorted(str(w.get("url")) for w in ws) == sorted(A["expected"][u]) and all(
-        w.get("is_healthy") for w in ws)
-def say(ev):
-    sys.stdout.write(json.dumps(ev) + "\n")
-    sys.stdout.flush()
-pending = dict(A["checks"])
-last = {}
-deadline = time.monotonic() + A["timeout"]
-tick = 0
-while True:
-    for u, url in list(pending.items()):
-        last[u] = get(u, url)
-        if ok(u, last[u]):
-            pending.pop(u)
-            say({"ready": u})
-    states = _states(root, A["watch"])
-    dead = [u for u in A["watch"] if states[u]["state"] != "running"]
-    if dead:
-        st = states[dead[0]]
-        say({"dead": dead[0], "state": st["state"], "exit": st["exit"],
-             "tail": _tail(root, dead[0], A["lines"])})
-        break
-    if not pending or os.path.exists(A["abort"]):
-        break
-    if time.monotonic() > deadline:
-        first = sorted(pending)[0]
-        say({"timeout": {u: [url, last.get(u, [0, "not checked"])] for u, url in pending.items()},
-             "tail": _tail(root, first, A["lines"])})
-        break
-    tick += 1
-    if tick % 4 == 0:
-        say({"tick": sorted(pending)})
-    time.sleep(0.25)
-if A["finish"]:  # the deploy's last wait: its files go (the start helpers see the watch go)
-    run = os.path.join(root, "run")
-    for f in os.listdir(run) if os.path.isdir(run) else ():
-        if f.startswith(A["finish"]):
-            try:
-                os.unlink(os.path.join(run, f))
-            except OSError:
-                pass
-'''
+# All of it is generator/hostagent.py, one stdlib-only module with a subcommand per program
+# (probe, poll, wait, start, http): each call sends its source, so nothing is uploaded for it
+# (its ``if __name__ == "__main__"`` runs main: ``python -c`` names its code __main__)
+_AGENT = Path(hostagent.__file__).read_text(encoding="utf-8")
 
 
-# Started detached with the units it starts: a child subreaper, so the units' exit statuses can be
-# recorded (run/<unit>.exit) while the deploy waits; exits when the watch file goes or at timeout.
-_START = r'''
-import ctypes, json, os, subprocess, sys, time
-A = json.loads(sys.argv[1])
-root, run = A["root"], os.path.join(A["root"], "run")
-os.makedirs(run, exist_ok=True)
-if A.get("manifest") is not None:  # what is deployed, recorded before the units start
-    path = os.path.join(root, A["manifest_path"])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(A["manifest"])
-    os.replace(path + ".tmp", path)
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-except Exception:
-    pass
-for u in A["units"]:
-    try:
-        os.unlink(os.path.join(run, u + ".exit"))
-    except FileNotFoundError:
-        pass
-with open(A["out"] + ".tmp", "w") as f:
-    r = subprocess.run(["bash", os.path.join(root, "sgl-gen-host.sh"), "start"] + A["units"],
-                       stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                       env=dict(os.environ, SGLGEN_ROOT=root))
-    f.write("@@rc %d\n" % r.returncode)
-os.rename(A["out"] + ".tmp", A["out"])
-pids = {}
-for u in A["units"]:
-    try:
-        with open(os.path.join(run, u + ".pid")) as f:
-            pids[int(f.read().split()[0])] = u  # "PID STARTTIME"
-    except (OSError, ValueError, IndexError):
-        pass
-deadline = time.monotonic() + A["timeout"]
-while pids and time.monotonic() < deadline and os.path.exists(A["watch"]):
-    try:
-        pid, st = os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        break
-    if pid == 0:
-        time.sleep(0.1)
-        continue
-    u = pids.pop(pid, None)
-    if u is not None:
-        with open(os.path.join(run, u + ".exit"), "w") as f:
-            f.write("%d\n" % os.waitstatus_to_exitcode(st))
-try:
-    os.unlink(A["watch"])
-except FileNotFoundError:
-    pass
-'''
-
-
-def _py_cmd(python: str, script: str, args: dict[str, Any]) -> str:
-    return f"{shlex.quote(python)} -c {shlex.quote(script)} {shlex.quote(json.dumps(args))}"
+def _py_cmd(python: str, command: str, args: dict[str, Any]) -> str:
+    """``python -c <hostagent> COMMAND JSON``: hostagent's subcommand ``command`` on the host
+    (one of ``hostagent.COMMANDS``; another one exits 2 there, with its usage)."""
+    return (f"{shlex.quote(python)} -c {shlex.quote(_AGENT)} {shlex.quote(command)} "
+            f"{shlex.quote(json.dumps(args))}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -972,8 +660,8 @@ class Host:
             raise DeployError(f"{self.name}: {what} failed (exit {r.exited}): {err}")
         return r
 
-    def py(self, script: str, args: dict[str, Any], what: str) -> Any:
-        r = self.run(_py_cmd(self.python, script, args), what)
+    def py(self, command: str, args: dict[str, Any], what: str) -> Any:
+        r = self.run(_py_cmd(self.python, command, args), what)
         try:
             return json.loads(r.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -1253,7 +941,7 @@ class Session:
                 u.kind == "engine" for u in h.spec.units), "manifest": MANIFEST,
                 "want": sorted(h.spec.files), "max_files": _MAX_FOREIGN,
                 "secrets": self.target.secrets_env_file}
-            return Remote(h, h.py(_PROBE, args, "probe"))
+            return Remote(h, h.py("probe", args, "probe"))
         return {r.host.name: r for r in _parallel(self.hosts, one)}
 
     def _script(self, u: UnitSpec) -> str:
@@ -1268,13 +956,13 @@ class Session:
 
         def one(name: str) -> tuple[str, dict[str, Any]]:
             h = self.host(name)
-            return name, h.py(_POLL, {"root": h.spec.root,
-                                      "units": [u.name for u in units.get(name, [])],
-                                      "urls": urls.get(name, {}),
-                                      "auth": (auth or {}).get(name, {}),
-                                      "secrets": self.target.secrets_env_file,
-                                      "tails": (tails or {}).get(name, []),
-                                      "lines": LOG_TAIL}, "health check")
+            return name, h.py("poll", {"root": h.spec.root,
+                                       "units": [u.name for u in units.get(name, [])],
+                                       "urls": urls.get(name, {}),
+                                       "auth": (auth or {}).get(name, {}),
+                                       "secrets": self.target.secrets_env_file,
+                                       "tails": (tails or {}).get(name, []),
+                                       "lines": LOG_TAIL}, "health check")
         return dict(_parallel(names, one))
 
 
@@ -1350,8 +1038,9 @@ def _wait(session: Session, what: str, checks: list[tuple[UnitSpec, str]],
           watch: list[UnitSpec], timeout: float, token: str, echo: Echo,
           budget: float | None = None, finish: Iterable[str] = ()) -> None:
     """Wait until every check passes, each host watching its own units with one remote process
-    (``_WAIT``) that reports as things happen: fail at once when a watched unit's process exits
-    (its exit status and log tail), or at the deadline; one host failing stops the others.
+    (hostagent's ``wait``) that reports as things happen: fail at once when a watched unit's
+    process exits (its exit status and log tail), or at the deadline; one host failing stops the
+    others.
     On the ``finish`` hosts the waiter then removes the token's files (as ``_end_watch``)."""
     started = time.monotonic()
     finish = set(finish)
@@ -1396,7 +1085,7 @@ def _wait(session: Session, what: str, checks: list[tuple[UnitSpec, str]],
                     state["failure"] = (name, ev)
                 elif "timeout" in ev:
                     state["timeouts"][name] = ev
-        cmd = _py_cmd(h.python, _WAIT, args)
+        cmd = _py_cmd(h.python, "wait", args)
         try:
             h.conn.run(cmd, hide=True, warn=True, in_stream=False, out_stream=_Lines(on_line))
         except Exception as exc:  # noqa: BLE001
@@ -1455,7 +1144,8 @@ def _workers_ok(u: UnitSpec, got: list[Any]) -> bool:
 
 def _start(session: Session, host: Host, units: list[str], timeout: float, token: str,
            manifest: dict[str, Any] | None = None) -> str:
-    """Start units with the detached ``_START`` helper (writing ``manifest`` first, if given)."""
+    """Start units with the detached hostagent ``start`` helper (writing ``manifest`` first, if
+    given)."""
     root = host.spec.root
     watch = f"{root}/run/.deploy-{token}.watch"
     out = f"{root}/run/.deploy-{token}.out"
@@ -1464,7 +1154,7 @@ def _start(session: Session, host: Host, units: list[str], timeout: float, token
             "manifest_path": MANIFEST}
     q = shlex.quote
     cmd = (f"mkdir -p {q(root + '/run')} && : > {q(watch)} && "
-           f"(setsid {_py_cmd(host.python, _START, args)} </dev/null >/dev/null 2>&1 &) && "
+           f"(setsid {_py_cmd(host.python, 'start', args)} </dev/null >/dev/null 2>&1 &) && "
            f"i=0; while [ ! -e {q(out)} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
            f"cat {q(out)} && rm -f {q(out)}")
     r = host.run(cmd, "start " + " ".join(units))
@@ -1839,40 +1529,12 @@ def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Rolling restart
 
-_HTTP = _ROUTER_AUTH + r'''
-import json, sys, urllib.request, urllib.error
-A = json.loads(sys.argv[1])
-key = router_api_key(A.get("auth"), A.get("secrets"))
-body = A.get("body")
-if key and A.get("worker_key") and isinstance(body, dict):
-    # a worker added by POST /workers gets no key from the router's own --api-key (smg 1.13
-    # then never registers an engine that wants one): the engines share the router's key
-    body = dict(body, api_key=key)
-data = json.dumps(body).encode() if body is not None else None
-req = urllib.request.Request(A["url"], data=data, method=A["method"],
-                             headers={"Content-Type": "application/json",
-                                      **({"Authorization": "Bearer " + key} if key else {})})
-try:
-    with urllib.request.urlopen(req, timeout=10) as r:
-        status, body = r.status, r.read(1 << 20)
-except urllib.error.HTTPError as e:
-    status, body = e.code, e.read(4096)
-except Exception as e:
-    status, body = 0, str(e).encode()
-try:
-    parsed = json.loads(body)
-except ValueError:
-    parsed = body[:300].decode("utf-8", "replace")
-print(json.dumps([status, parsed]))
-'''
-
-
 def _http(host: Host, router: UnitSpec, secrets: str | None, method: str, url: str,
           body: Any = None, worker_key: bool = False) -> tuple[int, Any]:
     """One call to ``router``'s API, run on its host, authenticated when it has --api-key;
     ``worker_key``: the host adds that key to ``body`` as the new worker's ``api_key``."""
-    got = host.py(_HTTP, {"method": method, "url": url, "body": body, "worker_key": worker_key,
-                          "auth": router.api_key_env, "secrets": secrets}, f"{method} {url}")
+    got = host.py("http", {"method": method, "url": url, "body": body, "worker_key": worker_key,
+                           "auth": router.api_key_env, "secrets": secrets}, f"{method} {url}")
     return int(got[0]), got[1]
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.deploy import _REMOTE_COMMON
+from generator.deploy import _py_cmd
 from generator.targets.common import shq
 from generator.targets.render import render
 from generator.write import write_tree
@@ -266,11 +266,9 @@ def test_an_old_one_number_pidfile_of_the_running_unit_is_still_honoured(host):
 
 
 def _remote_states(root: Path, units: list[str]) -> dict[str, dict]:
-    """deploy's remote ``_states``: the very code deploy sends to a host, run here."""
-    code = _REMOTE_COMMON + "print(json.dumps(_states(A['root'], A['units'])))\n"
-    r = subprocess.run([sys.executable, "-c", code,
-                        json.dumps({"root": str(root), "units": units})],
-                       capture_output=True, text=True, check=True)
+    """hostagent's ``states``: the very code and command line deploy sends to a host, run here."""
+    r = subprocess.run(_py_cmd(sys.executable, "states", {"root": str(root), "units": units}),
+                       shell=True, capture_output=True, text=True, check=True)
     return json.loads(r.stdout)
 
 
