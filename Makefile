@@ -2,7 +2,8 @@
 PY ?= python3
 SMG_VENV ?= /opt/sgl-gen-smg
 
-.PHONY: test deps lint typecheck pytest outcheck golden golden-add router-catalogs bench bench-deploy
+.PHONY: test deps lint typecheck pytest outcheck golden golden-add router-catalogs bench bench-deploy \
+	bench-supervise
 
 test: deps lint typecheck pytest outcheck
 
@@ -48,3 +49,8 @@ bench-deploy:
 	test -x $(ANSIBLE_VENV)/bin/ansible-playbook || \
 	  { $(PY) -m venv $(ANSIBLE_VENV) && $(ANSIBLE_VENV)/bin/pip install -q 'ansible-core==2.19.*'; }
 	$(PY) tests/bench_deploy.py --ansible-playbook $(ANSIBLE_VENV)/bin/ansible-playbook
+
+# supervision benchmark (root; four real systemd hosts): deploy under systemd vs the bash
+# launcher, SIGKILL -> healthy again, poweroff -> healthy after boot
+bench-supervise:
+	$(PY) tests/bench_supervise.py

@@ -1,6 +1,6 @@
 """The code sgl-gen runs on the deployment's hosts: one stdlib-only module, one subcommand each.
 
-``sgl-gen deploy`` (generator/deploy.py) runs it on a host with the deployment's own interpreter
+``sgl-gen deploy`` (generator/deploy/) runs it on a host with the deployment's own interpreter
 as ``python -c <this file's source> SUBCOMMAND JSON`` (its ``__main__`` block calls main): nothing
 is uploaded for it, and each call carries the code it runs. The subcommands, each reading its
 arguments from one JSON object and printing JSON on stdout:
@@ -13,7 +13,15 @@ arguments from one JSON object and printing JSON on stdout:
 * ``start``: started detached; runs ``sgl-gen-host.sh start`` for the units as a child
   subreaper, so their exit statuses are recorded (run/<unit>.exit) while the deploy waits;
 * ``http``: one call to a router's API;
-* ``states``: the units' states alone.
+* ``states``: the units' states alone;
+* ``sd-start``: ``systemctl start|restart --no-block`` of units, returning once their jobs were
+  dispatched (a new InvocationID), with the NRestarts a ``wait`` compares with;
+* ``systemctl`` / ``journal``: systemctl or journalctl with the flags and environment of the
+  SSH user's manager (``--user`` and ``XDG_RUNTIME_DIR`` for a non-root user).
+
+Under the systemd supervisor (``"supervisor": {"kind": "systemd", ...}`` in the arguments) the
+units' states come from ``systemctl show`` (ActiveState, SubState, MainPID, NRestarts...) and
+their output from the journal; under bash from pidfiles and logs/.
 
 It also holds the ``Authorization`` header of sgl-gen's own calls to a router started with
 ``--api-key`` (generator/routerauth.py re-exports it for the generator's side): a router whose
@@ -35,8 +43,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import pwd
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -196,7 +206,229 @@ def log_tail(root: str, u: str, n: int) -> list[str] | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# systemd: root drives the system manager, any other user its own user manager (systemctl --user)
+
+_SHOW = ("ActiveState", "SubState", "MainPID", "NRestarts", "ExecMainCode", "ExecMainStatus",
+         "Result", "UnitFileState", "LoadState", "InvocationID", "NeedDaemonReload")
+# the names of sgl-gen's unit files: plain file names, never a path
+UNIT_FILE = re.compile(r"sgl-[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.(service|target)")
+_MAX_UNIT_FILE = 1 << 20
+# systemd's "process exited" journal message (EXIT_CODE=exited|killed|dumped, EXIT_STATUS)
+_EXIT_MESSAGE = "98e322203f7a4ed290d09fe03c09fe15"
+_CLD = {"1": "exited", "2": "killed", "3": "dumped"}  # ExecMainCode: si_code of the exit
+
+
+def user_mode() -> bool:
+    return os.geteuid() != 0
+
+
+def sd_env() -> dict[str, str]:
+    """The environment systemctl/journalctl need: ``systemctl --user`` reaches the user manager
+    through ``$XDG_RUNTIME_DIR/systemd/private``; pam_systemd sets the variable for an SSH
+    session, a host without it does not."""
+    env = dict(os.environ)
+    if user_mode():
+        env.setdefault("XDG_RUNTIME_DIR", f"/run/user/{os.geteuid()}")
+    return env
+
+
+def sd_argv(tool: str, *args: str) -> list[str]:
+    return [tool, *(["--user"] if user_mode() else []), *args]
+
+
+def _sd(*args: str, timeout: float = 120) -> tuple[int, str, str]:
+    try:
+        r = subprocess.run(sd_argv("systemctl", *args), capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, env=sd_env(), timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        return -1, "", str(e)
+    return r.returncode, r.stdout, r.stderr.strip()
+
+
+def sd_show(services: list[str]) -> dict[str, dict[str, str]]:
+    """``systemctl show`` of each service: one block per unit, in the order asked."""
+    if not services:
+        return {}
+    rc, out, _ = _sd("show", "-p", ",".join(_SHOW), "--", *services)
+    blocks = out.strip("\n").split("\n\n") if rc == 0 else []
+    got: dict[str, dict[str, str]] = {}
+    for i, name in enumerate(services[:len(blocks)]):  # (zip's strict= needs Python 3.10)
+        got[name] = dict(ln.split("=", 1) for ln in blocks[i].splitlines() if "=" in ln)
+    return got
+
+
+def sd_state(p: dict[str, str]) -> dict[str, Any]:
+    """A unit's state in the bash launcher's words (running / dead / stopped) plus systemd's."""
+    a, s = p.get("ActiveState", ""), p.get("SubState", "")
+    code = p.get("ExecMainCode", "0")
+    status = int(p.get("ExecMainStatus") or 0)
+    # like a waitstatus: an exit code, or minus the signal that killed it
+    ex = None if code in ("", "0") else (status if code == "1" else -status)
+    if p.get("LoadState") in ("not-found", ""):
+        state = "stopped"
+    elif s == "auto-restart" or a == "failed":
+        state = "dead"
+    elif a in ("active", "activating", "reloading"):
+        state = "running"
+    else:
+        state = "stopped"
+    pid = int(p.get("MainPID") or 0)
+    return {"state": state, "pid": pid if pid and state == "running" else None, "exit": ex,
+            "active": f"{a} ({s})" if s else a, "restarts": int(p.get("NRestarts") or 0),
+            "enabled": p.get("UnitFileState", ""), "invocation": p.get("InvocationID", "")}
+
+
+def sd_units(A: dict[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
+    """The states of units ``names`` (and of those the manifest's systemd files name)."""
+    prefix = f"sgl-{A['deployment']}-"
+    services = {u: s for u, s in dict(A.get("services") or {}).items()
+                if isinstance(s, str) and UNIT_FILE.fullmatch(s)}
+    for f in A.get("installed") or ():
+        if isinstance(f, str) and UNIT_FILE.fullmatch(f) and f.startswith(prefix) \
+                and f.endswith(".service"):
+            services.setdefault(f[len(prefix):-len(".service")], f)
+    want = [u for u in dict.fromkeys(list(names) + list(services)) if u in services]
+    shown = sd_show([services[u] for u in want])
+    return {u: sd_state(shown.get(services[u], {})) for u in want}
+
+
+def last_exit(service: str) -> str | None:
+    """How the unit's main process last ended, from systemd's own journal record ("killed 9",
+    "exited 2"; the same record of an ExecStartPre/Post command is not the main process), None
+    when it never did (a clean exit is logged at debug level only) or the journal cannot tell."""
+    try:
+        r = subprocess.run(sd_argv("journalctl", "-u", service, f"MESSAGE_ID={_EXIT_MESSAGE}",
+                                   "-n", "50", "-o", "json", "--no-pager", "-q"),
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           env=sd_env(), timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in reversed(r.stdout.strip().splitlines()):
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        # COMMAND=ExecStart (systemd 252: "<unit>: Main process exited, code=killed, ...")
+        if isinstance(ev, dict) and (ev.get("COMMAND") == "ExecStart" or (
+                "COMMAND" not in ev and "Main process exited" in str(ev.get("MESSAGE", "")))):
+            code, status = ev.get("EXIT_CODE"), ev.get("EXIT_STATUS")
+            return f"{code} {status}" if code else None
+    return None
+
+
+def journal_tail(service: str, n: int) -> list[str] | None:
+    try:
+        r = subprocess.run(sd_argv("journalctl", "-u", service, "-n", str(n), "-o", "cat",
+                                   "--no-pager", "-q"), capture_output=True, stdin=subprocess.DEVNULL,
+                           env=sd_env(), timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.decode("utf-8", "replace").splitlines()[-n:] if r.returncode == 0 else None
+
+
+def systemd_info(A: dict[str, Any]) -> dict[str, Any]:
+    """What deploy must know to drive systemd here: is it PID 1, which manager (system for
+    root, the user's own otherwise), its unit directory and the unit files there, lingering."""
+    uid = os.geteuid()
+    try:
+        pw = pwd.getpwuid(uid)
+        user, home = pw.pw_name, pw.pw_dir
+    except KeyError:
+        user, home = str(uid), os.path.expanduser("~")
+    mode = "user" if uid else "system"
+    unit_dir = os.path.join(home, ".config/systemd/user") if uid else "/etc/systemd/system"
+    out: dict[str, Any] = {"booted": os.path.isdir("/run/systemd/system"), "mode": mode,
+                           "user": user, "uid": uid, "unit_dir": unit_dir, "installed": {},
+                           "enabled": {}, "error": None,
+                           "linger": os.path.exists(f"/var/lib/systemd/linger/{user}")
+                           if uid else None}
+    out["unit_dir_link"] = os.path.islink(unit_dir)
+    asked = [n for n in A.get("unit_files") or () if isinstance(n, str) and UNIT_FILE.fullmatch(n)]
+    for name in asked:
+        p = os.path.join(unit_dir, name)
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+            out["installed"][name] = ["", st.st_mode & 0o777, "link" if stat.S_ISLNK(
+                st.st_mode) else "special"]
+            continue
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(_MAX_UNIT_FILE + 1)
+            out["installed"][name] = [hashlib.sha256(data).hexdigest() if len(data) <= _MAX_UNIT_FILE
+                                      else "", st.st_mode & 0o777]
+        except OSError:
+            out["installed"][name] = ["", st.st_mode & 0o777]
+    if not out["booted"]:
+        return out
+    if uid:
+        rc, text, err = _sd("is-system-running", timeout=30)
+        if rc != 0 and not text.strip():
+            out["error"] = err or f"exit {rc}"
+            return out
+    names = sorted(n for n in asked if n in out["installed"])
+    out["need_reload"] = []
+    for name, props in sd_show(names).items():
+        out["enabled"][name] = props.get("UnitFileState", "")
+        if props.get("NeedDaemonReload") == "yes":  # a file changed but systemd was not reloaded
+            out["need_reload"].append(name)
+    if A.get("target"):  # the deployment's target: enabled? active (started at boot)?
+        out["target"] = sd_state(sd_show([A["target"]]).get(A["target"], {}))
+    return out
+
+
+def sd_start(A: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``systemctl start|restart --no-block`` the services, then wait (briefly) until each has a
+    new invocation (its job was dispatched): a unit then reads "stopped" only once it stopped.
+    Returns their states (the NRestarts a watch compares with)."""
+    services = list(A["services"])
+    before = {s: p.get("InvocationID", "") for s, p in sd_show(services).items()}
+    _sd("reset-failed", "--", *services)
+    rc, out, err = _sd(A.get("verb", "start"), "--no-block", "--", *services)
+    if rc != 0:
+        return {"error": {"rc": rc, "text": (err or out).strip()[-2000:]}}
+    deadline = time.monotonic() + float(A.get("dispatch", 10))
+    while True:
+        shown = sd_show(services)
+        fresh = [s for s in services if shown.get(s, {}).get("InvocationID", "") not in
+                 ("", before.get(s, "")) or shown.get(s, {}).get("ActiveState") == "failed"]
+        if len(fresh) == len(services) or time.monotonic() > deadline:
+            # "before": the invocation a start job has not replaced yet (it may wait for
+            # network-online.target, or for a stop to finish): not started, not dead either
+            return {s: dict(sd_state(shown.get(s, {})), before=before.get(s, ""))
+                    for s in services}
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------
 # Subcommands
+
+
+def supervised_states(A: dict[str, Any], names: list[str], manifest: Any = None
+                      ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The units' states under the host's supervisor (``A["supervisor"]``: kind bash|systemd,
+    deployment, services), and the units of this deployment running under the other one."""
+    sup = dict(A.get("supervisor") or {"kind": "bash"})
+    root = A["root"]
+    sd_files = []
+    if isinstance(manifest, dict) and isinstance(manifest.get("systemd"), dict):
+        sd_files = sorted(manifest["systemd"].get("files") or {})
+    sup["installed"] = sd_files
+    booted = os.path.isdir("/run/systemd/system")
+    if sup["kind"] == "systemd":
+        units = sd_units(sup, names) if booted else {}
+        other = {u: st for u, st in unit_states(root, []).items() if st["state"] == "running"}
+        return units, other
+    units = unit_states(root, names)
+    other = {}
+    if sd_files and booted and "deployment" in sup:
+        # running, or about to be restarted by systemd (auto-restart): both must be stopped
+        other = {u: st for u, st in sd_units(sup, []).items() if st["state"] == "running" or (
+            st["state"] == "dead" and "auto-restart" in st["active"])}
+    return units, other
 
 
 def probe(A: dict[str, Any]) -> dict[str, Any]:
@@ -270,13 +502,29 @@ def probe(A: dict[str, Any]) -> dict[str, Any]:
                               "mode": st.st_mode & 0o777, "readable": os.access(sec, os.R_OK)}
         except OSError as e:
             out["secrets"] = {"exists": False, "error": e.strerror or str(e)}
-    out["units"] = unit_states(root, A["units"])
+    sup = A.get("supervisor") or {}
+    if sup.get("kind") == "systemd" or out["manifest"] is not None:
+        names = [f for f in A.get("unit_files") or ()]
+        man = out["manifest"] if isinstance(out["manifest"], dict) else {}
+        if isinstance(man.get("systemd"), dict):
+            names += list(man["systemd"].get("files") or {})
+        if sup.get("kind") == "systemd" or names:
+            target = f"sgl-{sup['deployment']}.target" if sup.get("deployment") else None
+            out["systemd"] = systemd_info({"unit_files": sorted(set(names)), "target": target})
+    out["units"], out["other_units"] = supervised_states(A, A["units"], out["manifest"])
     return out
 
 
 def poll(A: dict[str, Any]) -> dict[str, Any]:
-    root = A["root"]
-    out: dict[str, Any] = {"units": unit_states(root, A["units"]), "http": {}, "tails": {}}
+    out: dict[str, Any] = {"http": {}, "tails": {}}
+    out["units"], out["other_units"] = supervised_states(A, A["units"], _manifest(A))
+    if (A.get("supervisor") or {}).get("kind") == "systemd" and A.get("last_exit"):
+        for st in out["units"].values():
+            st["last_exit"] = None
+        services = (A.get("supervisor") or {}).get("services") or {}
+        for u, st in out["units"].items():
+            if u in services:
+                st["last_exit"] = last_exit(services[u])
     auth = {name: router_auth(name, A["secrets"]) for name in set(A["auth"].values())}
     for key, url in A["urls"].items():
         req = urllib.request.Request(url, headers=auth.get(A["auth"].get(key), {}))
@@ -296,8 +544,25 @@ def poll(A: dict[str, Any]) -> dict[str, Any]:
         out["http"][key] = [status, parsed if parsed is not None
                             else body[:200].decode("utf-8", "replace")]
     for u in A["tails"]:
-        out["tails"][u] = log_tail(root, u, A["lines"])
+        out["tails"][u] = tail(A, u)
     return out
+
+
+def _manifest(A: dict[str, Any]) -> Any:
+    try:
+        with open(os.path.join(A["root"], A.get("manifest") or ".sgl-gen/manifest.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def tail(A: dict[str, Any], u: str) -> list[str] | None:
+    """The end of unit ``u``'s output: its journal under systemd, else its log file."""
+    sup = A.get("supervisor") or {}
+    service = (sup.get("services") or {}).get(u)
+    if sup.get("kind") == "systemd" and service:
+        return journal_tail(service, A["lines"])
+    return log_tail(A["root"], u, A["lines"])
 
 
 def _get(url: str, headers: dict[str, str]) -> tuple[int, Any]:
@@ -318,6 +583,15 @@ def _get(url: str, headers: dict[str, str]) -> tuple[int, Any]:
 def _say(ev: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(ev) + "\n")
     sys.stdout.flush()
+
+
+def watch_dead(st: dict[str, Any], base: Any) -> bool:
+    if st.get("state") == "running":
+        return isinstance(base, dict) and st.get("restarts", 0) > int(base.get("restarts", 0))
+    if isinstance(base, dict) and st.get("state") == "stopped" and \
+            st.get("invocation", "") == base.get("before", ""):
+        return False  # its start job is still queued
+    return True
 
 
 def wait(A: dict[str, Any], say: Callable[[dict[str, Any]], None] = _say) -> None:
@@ -344,12 +618,15 @@ def wait(A: dict[str, Any], say: Callable[[dict[str, Any]], None] = _say) -> Non
             if ok(u, last[u]):
                 pending.pop(u)
                 say({"ready": u})
-        states = unit_states(root, A["watch"])
-        dead = [u for u in A["watch"] if states[u]["state"] != "running"]
+        states, _ = supervised_states(A, A["watch"])
+        base = A.get("restarts") or {}
+        # under systemd a unit that died is restarted at once: a restart counts as an exit; a
+        # start job not dispatched yet (its invocation is still the one before it) is pending
+        dead = [u for u in A["watch"] if watch_dead(states.get(u, {}), base.get(u))]
         if dead:
-            st = states[dead[0]]
+            st = states.get(dead[0], {"state": "stopped", "exit": None})
             say({"dead": dead[0], "state": st["state"], "exit": st["exit"],
-                 "tail": log_tail(root, dead[0], A["lines"])})
+                 "active": st.get("active"), "tail": tail(A, dead[0])})
             break
         if not pending or os.path.exists(A["abort"]):
             break
@@ -357,7 +634,7 @@ def wait(A: dict[str, Any], say: Callable[[dict[str, Any]], None] = _say) -> Non
             first = sorted(pending)[0]
             say({"timeout": {u: [url, last.get(u, [0, "not checked"])]
                              for u, url in pending.items()},
-                 "tail": log_tail(root, first, A["lines"])})
+                 "tail": tail(A, first)})
             break
         tick += 1
         if tick % 4 == 0:
@@ -456,13 +733,36 @@ def http(A: dict[str, Any]) -> list[Any]:
 
 def states(A: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The units' states alone (what probe and poll report as "units")."""
-    return unit_states(A["root"], A["units"])
+    return supervised_states(A, A["units"], _manifest(A))[0]
+
+
+def systemctl(A: dict[str, Any]) -> None:
+    """``systemctl [--user] ARGS`` with the environment a user manager needs; its output and
+    exit status are the command's."""
+    _exec(sd_argv("systemctl", *A["args"]))
+
+
+def journal(A: dict[str, Any]) -> None:
+    """``journalctl [--user]`` of the services (``-f``: follows)."""
+    args = [x for s in A["services"] for x in ("-u", s)]
+    args += ["-n", str(int(A.get("lines", 50))), "-o", A.get("output", "short-iso"),
+             "--no-pager", "-q"] + (["-f"] if A.get("follow") else [])
+    _exec(sd_argv("journalctl", *args))
+
+
+def _exec(argv: list[str]) -> None:
+    try:
+        os.execvpe(argv[0], argv, sd_env())
+    except OSError as e:
+        sys.stderr.write(f"{argv[0]}: cannot run it here: {e.strerror or e}\n")
+        sys.exit(127)
 
 
 #: subcommand -> (function, prints its result as one JSON line)
 COMMANDS: dict[str, tuple[Callable[[dict[str, Any]], Any], bool]] = {
     "probe": (probe, True), "poll": (poll, True), "wait": (wait, False),
     "start": (start, False), "http": (http, True), "states": (states, True),
+    "sd-start": (sd_start, True), "systemctl": (systemctl, False), "journal": (journal, False),
 }
 
 

@@ -47,7 +47,8 @@ def topology(name: str, hosts: SshHosts, n: int, workdir: Path) -> dict[str, Any
         "cluster": {"gpus_per_node": GPUS_PER_HOST, "hosts": [
             {"name": f"h{i}", "address": h.address, "user": "root",
              "workdir": str(workdir / f"h{i}")} for i, h in enumerate(hosts.hosts[:n])]},
-        "runtime": {"python": sys.executable},
+        # the SSH test hosts (tests/sshhosts.py) have no systemd: the bash launcher
+        "runtime": {"python": sys.executable, "supervisor": "bash"},
         "sglang": [{"name": f"m{i}", "model_path": f"/models/m{i}", "update_weights": False,
                     "server_groups": [{"worker_type": "regular", "num_gpus": GPUS_PER_HOST,
                                        "num_gpus_per_engine": 1}]} for i in range(n)],

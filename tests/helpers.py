@@ -39,3 +39,30 @@ def errors_of(path: Path, *sets: str, **named: Any) -> list[str]:
 def run_cli(*args: str):
     """Invoke the CLI in-process; returns click's Result (stdout, stderr, exit_code)."""
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def reseal(rendered: Path) -> None:
+    """Rewrite MANIFEST.sha256 for the files now in a rendered directory (a hand-edited render
+    is deployed only with its manifest updated)."""
+    import hashlib
+
+    from generator.write import MANIFEST_HEADER
+
+    files = sorted(p for p in rendered.rglob("*") if p.is_file() and p.name != "MANIFEST.sha256")
+    (rendered / "MANIFEST.sha256").write_text(MANIFEST_HEADER + "\n" + "".join(
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(rendered).as_posix()}\n"
+        for p in files))
+
+
+def generate(router: str) -> dict[str, Any]:
+    """One ``/generate`` through a router (or an engine) to the rehearsal engine: its
+    ``sgl_gen`` identity block (engine_id, role, ...)."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{router}/generate", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"text": "hello", "sampling_params": {"max_new_tokens": 1}}).encode())
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
+        return dict(json.loads(r.read())["sgl_gen"])

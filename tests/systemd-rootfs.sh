@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Build (once) the Debian rootfs the systemd test hosts boot: systemd as PID 1, dbus, sshd,
-# python3, iproute2. Usage: build_rootfs.sh DEST
+# python3, iproute2; a non-root user `alice` (uid 1000, password "*": no password, not locked;
+# key login like root) whose ssh sessions are logind sessions (libpam-systemd: XDG_RUNTIME_DIR,
+# her user manager; `systemctl --user` works without a D-Bus session bus, over the manager's
+# private socket; units outlive her sessions once root runs `loginctl enable-linger alice`); a
+# persistent journal (/var/log/journal; only then journald writes her user-1000.journal, which
+# `journalctl --user` reads); /root traversable (0711) so alice can run an interpreter
+# bind-mounted below it (tests/systemdhosts.py: python_binds). No docs, man pages or locales.
+# Usage: build_rootfs.sh DEST
 # DEST is the cache directory chosen by the caller (CI: .cache/systemd-rootfs-<hash of this
 # script>); when DEST/.sgl-gen-rootfs exists it is reused as is. The build goes to a temporary
 # sibling directory renamed onto DEST at the end, so an interrupted build never leaves a
@@ -8,7 +15,7 @@
 # key, the client's authorized_keys and /etc/hosts at boot (/etc/sgl-gen-test).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-PKGS="systemd,systemd-sysv,dbus,openssh-server,python3,iproute2"
+PKGS="systemd,systemd-sysv,dbus,libpam-systemd,openssh-server,python3,iproute2"
 dest=${1:?usage: build_rootfs.sh DEST}
 dest=$(realpath -m "$dest")
 if [[ -e "$dest/.sgl-gen-rootfs" ]]; then
@@ -39,6 +46,9 @@ trap 'rm -rf "$tmp"' EXIT
 start=$SECONDS
 # shellcheck disable=SC2016 # the hooks' "$1" is expanded by mmdebstrap, not here
 mmdebstrap --quiet --variant=apt --include="$PKGS" \
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
   --customize-hook='mkdir -p "$1"/etc/sgl-gen-test' \
   --customize-hook='printf "%s\n" \
@@ -52,6 +62,11 @@ mmdebstrap --quiet --variant=apt --include="$PKGS" \
   --customize-hook='rm -f "$1"/etc/hostname' \
   --customize-hook='systemctl --root="$1" enable ssh.service' \
   --customize-hook='mkdir -p -m 0700 "$1"/root/.ssh' \
+  --customize-hook='chmod 0711 "$1"/root' \
+  --customize-hook='chroot "$1" useradd --uid 1000 --user-group --create-home --shell /bin/bash alice' \
+  --customize-hook='chroot "$1" usermod --password "*" alice' \
+  --customize-hook='mkdir -p "$1"/var/log/journal' \
+  --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
   "$suite" "$tmp" "${mirror[@]}"
 touch "$tmp/.sgl-gen-rootfs"
 rm -rf "$dest"

@@ -16,34 +16,50 @@ key: each host's sshd host key, the client's authorized_keys and /etc/hosts are 
 boot. ``binds`` are host paths bind-mounted read-only at the same path (``python_binds()``: this
 interpreter and its site-packages, so ``python -m sglang_router.launch_router`` runs inside).
 
+Besides root, every host has the login user ``alice`` (USER, uid 1000; the same client key). Her
+ssh sessions are logind sessions, so a plain ``ssh alice@host systemctl --user ...`` (no tty)
+works: pam_systemd sets XDG_RUNTIME_DIR=/run/user/1000 and starts her user manager (no D-Bus
+session bus is needed: systemctl reaches the manager on $XDG_RUNTIME_DIR/systemd/private).
+Without a session and without lingering her manager (and her units) stop ~10 s after her last
+logout; ``enable_linger`` keeps it running and starts it at every boot. ``journalctl --user -u X``
+shows her the lines of her unit X (the journal is persistent: user-1000.journal); root reads them
+with ``journalctl _SYSTEMD_USER_UNIT=X.service`` (``--user-unit`` as root adds _UID=0).
+
 Needs root, ``ip`` (iproute2), ``unshare``/``mount`` (util-linux), ``systemd-nspawn``
 (systemd-container) and ``ssh``/``ssh-keygen``. Only one set of these hosts exists on a machine at
 a time (a lock file); everything is torn down afterwards, and leftovers of a crashed run before:
-machines (their cgroups killed), namespaces, veth pairs, the bridge and the cgroups.
+machines (their cgroups killed), namespaces, veth pairs, the bridge and the cgroups
+(tests/hostnet.py has what this shares with sshhosts.py).
 
-    with SystemdHosts(4, rootfs=cache) as hosts:
+    with SystemdHosts(4, rootfs=cache, binds=python_binds()) as hosts:
         hosts.addresses         # ["10.207.8.11", ...]
         hosts.ssh_config        # a file for `--ssh-config` (user root, the key, known_hosts)
-        hosts.known_hosts       # every host's key, as ssh writes it
+        hosts.ssh_config_for("alice")  # the same with User alice
+        hosts.known_hosts       # every host's key, as ssh writes it (the same for both users)
         hosts.ssh(hosts.hosts[0], "systemctl is-system-running")
-        hosts.poweroff(hosts.hosts[1]); hosts.boot(hosts.hosts[1])
+        hosts.enable_linger(hosts.hosts[0])  # alice's; disable_linger(host) undoes it
+        hosts.ssh(hosts.hosts[0], "systemctl --user is-system-running", user="alice")
+        hosts.poweroff(hosts.hosts[1]); hosts.boot(hosts.hosts[1])  # upper dir and lingering kept
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+if __package__:
+    from . import hostnet
+else:  # imported as a top-level module (tests/ on sys.path: a test's crashing subprocess)
+    import hostnet  # type: ignore[no-redef]
 
 SUBNET = "10.207.8"  # sshhosts.py has 10.207.6 (and 10.207.7 behind its bastion)
 BRIDGE = "sglsdbr0"
@@ -55,6 +71,10 @@ LOCK = Path("/run/sgl-gen-systemdhosts.lock")
 ROOTFS_MARK = ".sgl-gen-rootfs"  # written by tests/systemd-rootfs.sh: refuse any other tree (never "/")
 BUILD_SCRIPT = Path(__file__).with_name("systemd-rootfs.sh")
 IN_HOST_ETC = "/etc/sgl-gen-test"  # sshd_config.d/sgl-gen-test.conf in the rootfs reads it
+USER = "alice"  # the rootfs's non-root login user (tests/systemd-rootfs.sh)
+USER_UID = 1000
+_run = hostnet.run
+wait_for = hostnet.wait_for  # for the tests on these hosts
 
 # The launcher: into cgroups of its own, a private mount namespace, the overlay, then nspawn.
 _LAUNCH = r"""
@@ -66,15 +86,6 @@ exec unshare --mount --propagation private /bin/sh -c '
     "$SGL_MERGED"
   exec "$@"' sh "$@"
 """
-
-
-def _run(*argv: str, check: bool = True,
-         timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.strip()}")
-    return r
 
 
 def _cgroup_roots() -> list[Path]:
@@ -125,12 +136,7 @@ def python_binds() -> list[Path]:
 
 
 @dataclass
-class Host:
-    name: str
-    namespace: str
-    address: str
-    dir: Path
-    host_key: Path
+class Host(hostnet.NetHost):
     cgroup: str
     machine_id: str
     proc: subprocess.Popen[bytes] | None = None
@@ -143,115 +149,61 @@ class Host:
 
 
 @dataclass
-class SystemdHosts:
-    count: int = 4
+class SystemdHosts(hostnet.NetHosts[Host]):
+    SUBNET = SUBNET
+    BRIDGE = BRIDGE
+    NS_PREFIX = NS_PREFIX
+    VETH_PREFIX = VETH_PREFIX
+    PEER_PREFIX = "sglsp"
+    NAME_PREFIX = "sd"
+    LOCK = LOCK
+    DIR_PREFIX = "sgl-gen-sysdhosts-"
+    FIRST_HOST = FIRST_HOST
+
     rootfs: Path | str = ""
     binds: Sequence[Path | str] = ()
     boot_timeout: float = 60
     persistent: bool = True  # False: nspawn's --volatile=overlay (no reboot test possible)
-    hosts: list[Host] = field(default_factory=list)
-    dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sgl-gen-sysdhosts-")))
     boot_seconds: dict[str, float] = field(default_factory=dict)  # last boot-to-ssh, by host
-    _lock: int | None = None
-
-    # -- paths a test hands to the deploy commands --
-    @property
-    def addresses(self) -> list[str]:
-        return [h.address for h in self.hosts]
-
-    @property
-    def client_key(self) -> Path:
-        return self.dir / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.dir / "known_hosts"
-
-    @property
-    def ssh_config(self) -> Path:
-        return self.dir / "ssh_config"
 
     # -- lifecycle --
-    def __enter__(self) -> SystemdHosts:
-        why = available()
-        if why:
-            raise RuntimeError(why)
+    def unavailable(self) -> str | None:
+        return available()
+
+    def _check(self) -> None:
         self.rootfs = Path(self.rootfs).resolve()
         if self.rootfs == Path("/") or not (self.rootfs / ROOTFS_MARK).exists():
             # booting systemd on the machine's own root would clean the shared /tmp
             raise RuntimeError(f"{self.rootfs} is not a rootfs made by tests/systemd-rootfs.sh")
-        self._lock = os.open(LOCK, os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        try:
-            self._cleanup_leftovers()
-            self._create()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _create(self) -> None:
-        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sgl-gen-tests",
-             "-f", str(self.client_key))
-        _run("ip", "link", "add", BRIDGE, "type", "bridge")
-        _run("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
-        _run("ip", "link", "set", BRIDGE, "up")
-        if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
-            # bridged traffic between namespaces must not be sent through iptables (br_netfilter)
-            _run("ip", "link", "set", BRIDGE, "type", "bridge", "nf_call_iptables", "0",
-                 check=False)
-        (self.dir / "hosts").write_text(
-            "127.0.0.1 localhost\n::1 localhost\n" + "".join(
-                f"{SUBNET}.{FIRST_HOST + j} sd{j}\n" for j in range(self.count)))
+        self._make_network()
+        (self.dir / "hosts").write_text(self._hosts_file())
         for i in range(self.count):
             self.hosts.append(self._add_host(i))
-        lines = []
-        for h in self.hosts:
-            pub = Path(f"{h.host_key}.pub").read_text().split()
-            lines.append(f"{h.address} {pub[0]} {pub[1]}\n")
-        self.known_hosts.write_text("".join(lines))
-        self.ssh_config.write_text(
-            f"Host {SUBNET}.*\n"
-            "  User root\n"
-            f"  IdentityFile {self.client_key}\n"
-            "  IdentitiesOnly yes\n"
-            f"  UserKnownHostsFile {self.known_hosts}\n"
-            "  StrictHostKeyChecking yes\n"
-            "  ConnectTimeout 5\n")
+        self._write_client_files()
         for h in self.hosts:  # all boot in parallel
             self._start(h)
         self._wait_ssh(*self.hosts)
 
     def _add_host(self, i: int) -> Host:
-        ns = f"{NS_PREFIX}-{i}"
-        addr = f"{SUBNET}.{FIRST_HOST + i}"
         hdir = self.dir / f"host{i}"
-        etc = hdir / "etc"  # bind-mounted read-only at IN_HOST_ETC
-        for d in (hdir, etc, hdir / "work", hdir / "root"):
-            d.mkdir(mode=0o700)
+        # etc: bind-mounted read-only at IN_HOST_ETC; sshd reads authorized_keys there as the
+        # user logging in (alice too), so the directory is not 0700 (the host key file is)
+        etc = hdir / "etc"
+        for d, mode in ((hdir, 0o700), (etc, 0o755), (hdir / "work", 0o700), (hdir / "root", 0o700)):
+            d.mkdir()
+            d.chmod(mode)
         # the overlay's / takes the upper directory's mode: 0700 would lock every non-root
         # daemon (dbus as messagebus) out of the whole tree
         (hdir / "upper").mkdir()
+        assert isinstance(self.rootfs, Path)
         (hdir / "upper").chmod(self.rootfs.stat().st_mode & 0o7777)
-        host = Host(f"sd{i}", ns, addr, hdir, etc / "ssh_host_ed25519_key",
+        ns, addr = self._add_namespace(i)
+        host = Host(f"{self.NAME_PREFIX}{i}", ns, addr, hdir, etc / "ssh_host_ed25519_key",
                     f"{CGROUP_PREFIX}-{i}", uuid.uuid4().hex)
-        _run("ip", "netns", "add", ns)
-        veth, peer = f"{VETH_PREFIX}{i}", f"sglsp{i}"
-        _run("ip", "link", "add", veth, "type", "veth", "peer", "name", peer)
-        _run("ip", "link", "set", peer, "netns", ns)
-        _run("ip", "link", "set", veth, "master", BRIDGE)
-        _run("ip", "link", "set", veth, "up")
-        _run("ip", "-n", ns, "link", "set", "lo", "up")
-        _run("ip", "-n", ns, "link", "set", peer, "name", "eth0")
-        _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
-        _run("ip", "-n", ns, "link", "set", "eth0", "up")
-        _run("ip", "-n", ns, "route", "add", "default", "via", f"{SUBNET}.1")
-        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name,
-             "-f", str(host.host_key))
-        (etc / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
+        hostnet.keygen(host.host_key, host.name)
+        self._authorize(etc / "authorized_keys")
         return host
 
     def _start(self, host: Host) -> None:
@@ -300,31 +252,48 @@ class SystemdHosts:
         self._kill(host)  # nothing left; removes the cgroups
         return time.monotonic() - t0
 
-    def ssh(self, host: Host, command: str, check: bool = True,
-            timeout: float | None = 120) -> subprocess.CompletedProcess[str]:
-        """Run a shell command on the host as root, over SSH."""
-        return _run("ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes", "-o",
-                    "LogLevel=ERROR", host.address, command, check=check, timeout=timeout)
+    def enable_linger(self, host: Host, user: str = USER) -> None:
+        """``loginctl enable-linger user`` (as root) and wait until the user's manager runs: from
+        then on ``systemctl --user`` units of the user run without a session, and come back at
+        boot (/var/lib/systemd/linger/<user> is in the upper directory)."""
+        self.ssh(host, f"loginctl enable-linger {user} && "
+                       f"systemctl start user@$(id -u {user}).service")
+
+    def disable_linger(self, host: Host, user: str = USER) -> None:
+        """``loginctl disable-linger user`` and stop the user's manager (and with it the user's
+        units), as logind does once the user has no session left and UserStopDelaySec passed."""
+        self.ssh(host, f"loginctl disable-linger {user} && "
+                       f"systemctl stop user@$(id -u {user}).service")
 
     def _wait_ssh(self, *hosts: Host) -> float:
-        """Poll every host in turn until its sshd lets the client in (so each host's boot time
-        is its own, not the wait for the ones before it); the last one's seconds since launch."""
+        """Probe every pending host at once until its sshd lets the client in (so each host's
+        boot time is its own, not the wait for the ones before it); the last one's seconds
+        since launch."""
         pending, took = list(hosts), 0.0
         while pending:
-            for host in list(pending):
-                r = _run("ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes",
-                         "-o", "ConnectTimeout=2", "-o", "LogLevel=ERROR", host.address, "true",
-                         check=False, timeout=10)
+            probes = [(h, subprocess.Popen(self._probe_argv(h, "ConnectTimeout=2"),
+                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.PIPE, text=True))
+                      for h in pending]
+            for host, probe in probes:
+                try:
+                    _, err = probe.communicate(timeout=10)
+                except subprocess.TimeoutExpired:
+                    probe.kill()
+                    _, err = probe.communicate()
                 now = time.monotonic()
-                if r.returncode == 0:
+                if probe.returncode == 0:
                     took = self.boot_seconds[host.name] = now - host.started
                     pending.remove(host)
                     continue
                 dead = host.proc is not None and host.proc.poll() is not None
                 if dead or now > host.started + self.boot_timeout:
+                    for _h, p in probes:
+                        p.kill()
+                        p.wait()
                     log = host.console_log.read_text(errors="replace")[-4000:]
                     why = "exited" if dead else f"not reachable in {self.boot_timeout} s"
-                    raise RuntimeError(f"{host.name} ({host.address}) {why}: {r.stderr}\n{log}")
+                    raise RuntimeError(f"{host.name} ({host.address}) {why}: {err}\n{log}")
             if pending:
                 time.sleep(0.1)
         return took
@@ -340,51 +309,16 @@ class SystemdHosts:
         host.proc = None
         _remove_cgroup(host.cgroup)
 
-    def close(self) -> None:
-        for h in self.hosts:
-            try:
-                self._kill(h)
-            except Exception:  # noqa: BLE001 - teardown goes on
-                pass
-        self._cleanup_leftovers()
-        self.hosts.clear()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            os.close(self._lock)
-            self._lock = None
+    def _stop(self, host: Host) -> None:
+        self._kill(host)
 
-    def _cleanup_leftovers(self) -> None:
-        """Kill our machines (their cgroups) and every process in our namespaces; delete the
-        namespaces, veths, bridge, cgroups and the directories of a crashed run (the lock says
-        no other set of these hosts is alive)."""
+    def _cleanup_leftovers(self) -> list[str]:
+        """Our machines first (their cgroups killed), then what hostnet removes."""
         for root in _cgroup_roots():
             for cg in root.glob(CGROUP_PREFIX + "-*"):
                 _kill_cgroup(cg.name)
                 _remove_cgroup(cg.name)
-        names = [line.split()[0] for line in _run("ip", "netns", "list").stdout.splitlines()
-                 if line.startswith(NS_PREFIX + "-")]
-        for ns in names:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                pids = [int(p) for p in _run("ip", "netns", "pids", ns, check=False).stdout.split()]
-                for pid in pids:
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-                deadline = time.monotonic() + 5
-                while pids and time.monotonic() < deadline:
-                    pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
-                    time.sleep(0.05)
-            _run("ip", "netns", "delete", ns, check=False)
-        for link in _run("ip", "-o", "link", "show").stdout.splitlines():
-            name = link.split(":")[1].strip().split("@")[0]
-            if name.startswith(VETH_PREFIX):
-                _run("ip", "link", "delete", name, check=False)
-        _run("ip", "link", "delete", BRIDGE, check=False)
-        for d in Path(tempfile.gettempdir()).glob("sgl-gen-sysdhosts-*"):
-            if d != self.dir and not any(os.path.ismount(r) for r in d.glob("host*/root")):
-                shutil.rmtree(d, ignore_errors=True)
+        return super()._cleanup_leftovers()
 
 
 def _cgroup_pids(top: Path) -> list[int]:
@@ -411,7 +345,7 @@ def _kill_cgroup(name: str, timeout: float = 10) -> None:
                 pass
         deadline = time.monotonic() + timeout
         while True:
-            pids = [p for p in _cgroup_pids(top) if not _zombie(p)]
+            pids = [p for p in _cgroup_pids(top) if not hostnet.zombie(p)]
             if not pids or time.monotonic() > deadline:
                 break
             for pid in pids:
@@ -440,9 +374,3 @@ def _remove_cgroup(name: str) -> None:
                         break
                     time.sleep(0.05)
 
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True

@@ -5,20 +5,17 @@ plain two-engine model, one router each."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from generator.deploy import _parallel as _orig_parallel
-from generator.write import MANIFEST_HEADER
-from tests.helpers import EXAMPLES, run_cli
+from generator.deploy.transport import parallel as _orig_parallel
+from tests.helpers import EXAMPLES, generate, reseal, run_cli
 from tests.sshhosts import SshHosts, available
 from tests.tools import missing
 
@@ -50,7 +47,8 @@ class Deployment:
 
     def __init__(self, hosts: SshHosts, tmp_path: Path, topo: Path = EXAMPLE, *sets: str):
         self.hosts, self.topo, self.tmp = hosts, str(topo), tmp_path
-        self.sets = [f"runtime.python={sys.executable}",
+        # the SSH test hosts (tests/sshhosts.py) have no systemd: the bash launcher
+        self.sets = [f"runtime.python={sys.executable}", "runtime.supervisor=bash",
                      *(f"cluster.hosts[{i}].workdir={tmp_path}/w{i}" for i in range(4)), *sets]
 
     def root(self, i: int) -> Path:
@@ -139,23 +137,6 @@ def deployment(hosts, tmp_path):
         run_cli(*d.args("down"))
 
 
-def generate(router: str) -> dict:
-    req = urllib.request.Request(
-        f"{router}/generate", method="POST", headers={"Content-Type": "application/json"},
-        data=json.dumps({"text": "hello", "sampling_params": {"max_new_tokens": 1}}).encode())
-    with urllib.request.urlopen(req, timeout=30) as r:
-        assert r.status == 200
-        return json.loads(r.read())["sgl_gen"]
-
-
-def reseal(rendered: Path) -> None:
-    """Rewrite MANIFEST.sha256 for the files now in a rendered directory."""
-    files = sorted(p for p in rendered.rglob("*") if p.is_file() and p.name != "MANIFEST.sha256")
-    (rendered / "MANIFEST.sha256").write_text(MANIFEST_HEADER + "\n" + "".join(
-        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(rendered).as_posix()}\n"
-        for p in files))
-
-
 def actions(doc: dict) -> dict[tuple[str, str], str]:
     return {(u["host"], u["unit"]): u["action"] for u in doc["units"]}
 
@@ -192,7 +173,7 @@ def test_deploy_redeploy_change_one_group_down(deployment, tmp_path):
     again = d.deploy_json()
     assert actions(again) == {k: "unchanged" for k in ALL_UNITS}
     assert again["files"] == {h: {"upload": [], "chmod": [], "remove": [], "keep": [],
-                                  "adopt": []} for h in HOSTS}
+                                  "adopt": [], "install": [], "uninstall": []} for h in HOSTS}
     assert {k: u["pid"] for k, u in d.status().items()} == {k: u["pid"] for k, u in before.items()}
 
     # one group's override changes: exactly that group's engines restart
@@ -371,7 +352,7 @@ def test_dry_run_and_out_dir_options(deployment, tmp_path):
 def test_connection_dropped_mid_upload_leaves_no_half_file(deployment, monkeypatch):
     import paramiko
 
-    from generator import deploy as dep
+    from generator.deploy import commands as dep
 
     d = deployment()
     real_putfo = paramiko.SFTPClient.putfo
@@ -387,8 +368,8 @@ def test_connection_dropped_mid_upload_leaves_no_half_file(deployment, monkeypat
             raise EOFError("connection dropped")
         return real_putfo(self, fl, remotepath, file_size, callback, confirm)
 
-    monkeypatch.setattr(dep, "_parallel", lambda items, fn, workers=32: [
-        fn(x) for x in items] if fn.__name__ == "upload" else _orig_parallel(items, fn, workers))
+    monkeypatch.setattr(dep, "parallel", lambda items, fn, workers=32: [
+        fn(x) for x in items] if fn.__name__ == "put_files" else _orig_parallel(items, fn, workers))
     monkeypatch.setattr(paramiko.SFTPClient, "putfo", dropping_putfo)
     r = d.cli("deploy", "--timeout", "60")
     monkeypatch.undo()

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from generator import hostagent, routerauth
-from generator.deploy import _AGENT, _py_cmd
+from generator.deploy.transport import AGENT_SOURCE as _AGENT
+from generator.deploy.transport import agent_command as _py_cmd
 
 MANIFEST = ".sgl-gen/manifest.json"
 
@@ -63,7 +64,8 @@ def test_deploy_sends_the_module_itself() -> None:
 def test_main_usage_and_dispatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert hostagent.main([]) == 2
     assert hostagent.main(["nope", "{}"]) == 2
-    assert "usage: hostagent {probe|poll|wait|start|http|states} JSON" in capsys.readouterr().err
+    usage = "usage: hostagent {probe|poll|wait|start|http|states|sd-start|systemctl|journal} JSON"
+    assert usage in capsys.readouterr().err
     assert hostagent.main(["states", json.dumps({"root": str(tmp_path), "units": ["a"]})]) == 0
     assert json.loads(capsys.readouterr().out) == {"a": {"state": "stopped", "pid": None,
                                                          "exit": None}}
@@ -328,7 +330,7 @@ def test_wait_stops_at_a_dead_unit_and_on_abort(tmp_path: Path, server: Any) -> 
     events: list[dict[str, Any]] = []
     hostagent.wait(_wait_args(tmp_path, checks={"e": s.url}, watch=["e"],
                               finish=".deploy-t."), events.append)
-    assert events == [{"dead": "e", "state": "dead", "exit": 7, "tail": None}]
+    assert events == [{"dead": "e", "state": "dead", "exit": 7, "active": None, "tail": None}]
     assert not (tmp_path / "run" / ".deploy-t.watch").exists()  # finish: the token's files go
     (tmp_path / "abort").write_text("")
     events.clear()
@@ -433,3 +435,43 @@ def test_start_records_the_units_exit_status(tmp_path: Path) -> None:
     assert (root / MANIFEST).read_text() == '{"files": []}\n'
     assert (root / "run" / "e.exit").read_text() == "3\n"  # reaped as the subreaper
     assert not watch.exists()
+
+
+def test_systemd_states_in_the_launchers_words() -> None:
+    def st(**p: str) -> dict:
+        return hostagent.sd_state({"LoadState": "loaded", **p})
+    assert st(ActiveState="active", SubState="running", MainPID="42", NRestarts="1",
+              ExecMainCode="0")["state"] == "running"
+    loading = st(ActiveState="activating", SubState="start-post", MainPID="42")
+    assert (loading["state"], loading["pid"]) == ("running", 42)  # loading: its process runs
+    crashed = st(ActiveState="activating", SubState="auto-restart", MainPID="0",
+                 ExecMainCode="2", ExecMainStatus="9", NRestarts="3")
+    assert (crashed["state"], crashed["exit"], crashed["restarts"], crashed["pid"]) == (
+        "dead", -9, 3, None)
+    assert crashed["active"] == "activating (auto-restart)"
+    failed = st(ActiveState="failed", SubState="failed", ExecMainCode="1", ExecMainStatus="2")
+    assert (failed["state"], failed["exit"]) == ("dead", 2)
+    assert st(ActiveState="inactive", SubState="dead")["state"] == "stopped"
+    assert hostagent.sd_state({"LoadState": "not-found", "ActiveState": "inactive"})["state"] \
+        == "stopped"
+    assert hostagent.sd_state({})["state"] == "stopped"  # systemctl answered nothing
+
+
+def test_a_watch_counts_a_systemd_restart_as_an_exit_and_waits_for_a_queued_start() -> None:
+    running = {"state": "running", "restarts": 2, "invocation": "b"}
+    assert not hostagent.watch_dead(running, {"restarts": 2, "before": "a"})
+    assert hostagent.watch_dead(dict(running, restarts=3), {"restarts": 2, "before": "a"})
+    assert not hostagent.watch_dead(running, None)  # bash: no baseline
+    queued = {"state": "stopped", "restarts": 0, "invocation": "a"}  # job not dispatched yet
+    assert not hostagent.watch_dead(queued, {"restarts": 0, "before": "a"})
+    assert hostagent.watch_dead(dict(queued, invocation="b"), {"restarts": 0, "before": "a"})
+    assert hostagent.watch_dead({"state": "dead"}, {"restarts": 0, "before": "a"})
+    assert hostagent.watch_dead({"state": "stopped"}, None)  # bash: stopped is gone
+
+
+def test_unit_file_names_are_plain_names() -> None:
+    ok = ["sgl-d-engine-x-0.service", "sgl-d.target"]
+    bad = ["../../etc/passwd", "/tmp/x.service", "sgl-d/../x.service", "ssh.service",
+           "sgl-.service", "sgl-d.service\n", "sgl-d.socket"]
+    assert all(hostagent.UNIT_FILE.fullmatch(n) for n in ok)
+    assert not any(hostagent.UNIT_FILE.fullmatch(n) for n in bad)

@@ -23,10 +23,8 @@ LONG_MODULES = {
     # the rehearsal engine is copied to hosts as one stdlib-only file (lib/rehearsal.py): it
     # cannot be split into a package
     "generator.rehearsal": "shipped to hosts as a single stdlib file",
-    # its host-side programs and its split into generator/deploy/ are issue 15's
-    # its host-side programs are generator/hostagent.py; its split into generator/deploy/ is
-    # issue 15's
-    "generator.deploy": "split into a package by issue 15 (Supervised for real)",
+    # the host agent runs on hosts as one stdlib-only program (python -c <its source>)
+    "generator.hostagent": "runs on hosts as a single stdlib file",
 }
 MAX_LINES = 650
 

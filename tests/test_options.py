@@ -92,7 +92,8 @@ def test_plan_json_contract(tmp_path):
     assert plan["plan_version"] == 1
     assert plan["deployment"]["name"] == "topo"
     assert plan["nodes"][0] == {"index": 0, "host": "node0", "address": "node0",
-                                "gpus": list(range(8)), "workdir": "/var/lib/sgl-gen"}
+                                "gpus": list(range(8)), "workdir": "/var/lib/sgl-gen",
+                                "supervisor": "systemd"}
     (m,) = plan["models"]
     assert set(m) >= {"name", "model_path", "update_weights", "pd", "router", "engines",
                       "placeholders"}
@@ -134,3 +135,78 @@ sglang:
     assert (e.tp_size, e.pp_size) == (4, 2)
     assert e.argv[e.argv.index("--tp-size") + 1] == "4"
     assert e.argv[e.argv.index("--pp-size") + 1] == "2"
+
+
+HOSTS = """\
+deployment: {hf_checkpoint: /m}
+cluster:
+  gpus_per_node: 2
+  hosts:
+    - {name: a, address: 10.0.0.1}
+    - {name: b, address: 10.0.0.2, supervisor: bash}
+    - {name: c, address: 10.0.0.3}
+sglang:
+  - name: m
+    server_groups:
+      - {worker_type: regular, num_gpus: 6, num_gpus_per_engine: 2}
+"""
+
+
+def _supervisors(plan) -> list[str]:
+    return [n.supervisor for n in plan.nodes]
+
+
+def test_supervisor_defaults_to_systemd_and_a_host_overrides_it(tmp_path):
+    p = write_topo(tmp_path, HOSTS)
+    assert _supervisors(plan_of(p)) == ["systemd", "bash", "systemd"]
+    r = run_cli("plan", str(p), "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [n["supervisor"] for n in json.loads(r.stdout)["nodes"]] == ["systemd", "bash",
+                                                                        "systemd"]
+    # nodes that are not hosts of cluster.hosts get runtime.supervisor
+    p2 = write_topo(tmp_path, SLIME_BASIC, name="bare.yaml")
+    plan = plan_of(p2, "runtime.supervisor=bash", hf_checkpoint="/m", num_gpus_per_engine=4)
+    assert _supervisors(plan) == ["bash"]
+
+
+def test_supervisor_set_on_the_command_line(tmp_path):
+    p = write_topo(tmp_path, HOSTS.replace(", supervisor: bash", ""))
+    assert _supervisors(plan_of(p, "runtime.supervisor=bash")) == ["bash"] * 3
+    assert _supervisors(plan_of(p, "cluster.hosts[1].supervisor=bash")) == [
+        "systemd", "bash", "systemd"]
+    assert _supervisors(plan_of(p, "runtime.supervisor=bash",
+                                "cluster.hosts[2].supervisor=systemd")) == [
+        "bash", "bash", "systemd"]
+    # the file and the command line disagreeing is an error, as for every field
+    p2 = write_topo(tmp_path, HOSTS, name="pinned.yaml")
+    assert errors_of(p2, "cluster.hosts[1].supervisor=systemd") == [
+        f"{p2}:6:48: cluster.hosts[1].supervisor: the file says 'bash' but --set "
+        "cluster.hosts[1].supervisor=systemd says 'systemd' (hint: remove one of them: a CLI "
+        "value never silently replaces a file value)"]
+
+
+def test_a_bad_supervisor_is_positioned(tmp_path):
+    p = write_topo(tmp_path, HOSTS.replace("supervisor: bash", "supervisor: sytemd")
+                   + "runtime: {supervisor: upstart}\n")
+    assert errors_of(p) == [
+        f"{p}:6:48: cluster.hosts[1].supervisor: 'sytemd' is not one of: systemd, bash "
+        "(hint: did you mean 'systemd'?)",
+        f"{p}:12:23: runtime.supervisor: 'upstart' is not one of: systemd, bash"]
+    p = write_topo(tmp_path, HOSTS, name="cli.yaml")
+    assert errors_of(p, "runtime.supervisor=Bash") == [
+        "--set runtime.supervisor=Bash: runtime.supervisor: 'Bash' is not one of: systemd, "
+        "bash (hint: did you mean 'bash'?)"]
+
+
+def test_plan_table_and_readme_name_each_hosts_supervisor(tmp_path):
+    from generator.targets.render import render
+
+    p = write_topo(tmp_path, HOSTS)
+    r = run_cli("plan", str(p))
+    assert r.exit_code == 0, r.stderr
+    assert [line for line in r.stdout.splitlines() if line.startswith("node ")] == [
+        "node 0  a (10.0.0.1)  supervisor systemd", "node 1  b (10.0.0.2)  supervisor bash",
+        "node 2  c (10.0.0.3)  supervisor systemd"]
+    readme = render(plan_of(p))["README.md"].content
+    assert "| node | host | supervisor | GPU 0 | GPU 1 |\n|---|---|---|---|---|\n" in readme
+    assert "| 1 | b | bash | m-regular-1 | m-regular-1 |\n" in readme

@@ -95,7 +95,7 @@ def test_render_reports_updates_modes_and_removes_stale_files(tmp_path):
         f"stale     {root}/hosts/node0/bin/old-unit.sh",
         f"mode      {root}/hosts/node0/sgl-gen-host.sh",
         f"foreign   {root}/notes.txt"]
-    assert ("basic: out of date (2 foreign, 14 identical, 1 mode, 1 stale, 2 update); "
+    assert ("basic: out of date (2 foreign, 15 identical, 1 mode, 1 stale, 2 update); "
             "run: sgl-gen render") in r.stderr
     assert script.read_text() == "edited by hand\n"  # --check writes nothing
     r = run_cli("render", ex, "-o", str(tmp_path))
@@ -111,7 +111,7 @@ def test_render_reports_updates_modes_and_removes_stale_files(tmp_path):
     assert r.exit_code == 0  # the foreign files stay, reported, and are not "out of date"
     assert r.stdout.splitlines() == [
         f"foreign   {root}/hosts/node0/bin/mine.sh", f"foreign   {root}/notes.txt",
-        f"{root}: up to date (2 foreign, 17 identical)"]
+        f"{root}: up to date (2 foreign, 18 identical)"]
 
 
 def test_invalid_topology_writes_nothing(tmp_path):

@@ -31,7 +31,9 @@ def topo_doc(name: str, python: str, impl: str, *, hosts: list[dict] | None = No
     doc: dict = {
         "deployment": {"name": name, "hf_checkpoint": "/models/m", "num_gpus_per_engine": 1},
         "cluster": {"gpus_per_node": 2, **({"hosts": hosts} if hosts else {})},
-        "runtime": {"python": python, **({"secrets_env_file": secrets} if secrets else {})},
+        "runtime": {"python": python, **({"secrets_env_file": secrets} if secrets else {}),
+                    # the SSH test hosts (tests/sshhosts.py) have no systemd
+                    **({"supervisor": "bash"} if hosts else {})},
         "router": {"implementation": impl, "policy": "round_robin",
                    **({"args": {"api_key": {"env": router_env}}} if router_env else {})},
         "sglang": [{"name": "m", "server_groups": [{"worker_type": "regular", "num_gpus": 2}]}],

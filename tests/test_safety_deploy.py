@@ -5,11 +5,9 @@ secrets file is checked by preflight, log tails are redacted, and hostile topolo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
 import stat
 import sys
 from pathlib import Path
@@ -17,8 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.write import MANIFEST_HEADER
-from tests.helpers import run_cli
+from tests.helpers import reseal, run_cli
 from tests.sshhosts import SshHosts, available
 from tests.tools import missing
 
@@ -87,7 +84,8 @@ def topology(tmp: Path, *, nhosts: int = 1, name: str = "safe", **runtime: objec
         "cluster": {"gpus_per_node": 2, "hosts": [
             {"name": f"node-{'ab'[i]}", "address": [A, B][i], "workdir": str(tmp / f"w{i}")}
             for i in range(nhosts)]},
-        "runtime": {"python": sys.executable, **runtime},
+        # the SSH test hosts (tests/sshhosts.py) have no systemd: the bash launcher
+        "runtime": {"python": sys.executable, "supervisor": "bash", **runtime},
         "sglang": [{"name": "m", "model_path": "/models/m", "server_groups": [
             {"worker_type": "regular", "num_gpus": 1, "num_gpus_per_engine": 1}]}],
     }
@@ -150,134 +148,6 @@ def tree(root: Path) -> dict[str, bytes]:
 
 def manifest(root: Path) -> dict:
     return json.loads((root / ".sgl-gen" / "manifest.json").read_text())
-
-
-def reseal(rendered: Path) -> None:
-    files = sorted(p for p in rendered.rglob("*") if p.is_file() and p.name != "MANIFEST.sha256")
-    (rendered / "MANIFEST.sha256").write_text(MANIFEST_HEADER + "\n" + "".join(
-        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(rendered).as_posix()}\n"
-        for p in files))
-
-
-# -- 1. ownership on hosts --
-
-
-@pytest.mark.slow
-def test_foreign_root_is_refused_then_adopted_and_its_files_kept(site):
-    s = site()
-    root = s.root()
-    weights = root / "llama" / "model.safetensors"
-    weights.parent.mkdir(parents=True)
-    weights.write_bytes(b"weights")
-    (root / "logs").mkdir()
-    (root / "logs" / "mine.log").write_text("not sgl-gen's\n")
-
-    r = s.cli("deploy", "--timeout", "60")
-    assert r.exit_code == 3, r.output
-    assert (f"node-a: {root} is not empty and has no sgl-gen manifest (.sgl-gen/manifest.json): "
-            "2 file(s) that sgl-gen did not write, e.g. llama/model.safetensors, logs/mine.log"
-            ) in r.stderr
-    assert "--adopt" in r.stderr and "Traceback" not in r.output
-    assert tree(root) == {"llama/model.safetensors": b"weights"}  # nothing uploaded
-    assert not (root / ".sgl-gen").exists()
-
-    # diff says what would happen: nothing removed, the files kept, the refusal
-    r = s.cli("diff")
-    assert r.exit_code == 0, r.output
-    assert "- llama/model.safetensors" not in r.stdout
-    assert "    = llama/model.safetensors (kept: not sgl-gen's)" in r.stdout
-    assert "deploy would refuse:\n  node-a: " in r.stdout
-    r = s.cli("diff", "--adopt", "--output", "json")
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
-    assert doc["files"]["node-a"]["keep"] == ["llama/model.safetensors", "logs/mine.log"]
-    assert doc["files"]["node-a"]["remove"] == [] and doc["refused"] == []
-    r = s.cli("deploy", "--dry-run", "--adopt")
-    assert r.exit_code == 0, r.output
-    assert "= llama/model.safetensors (kept" in r.stdout
-    assert tree(root) == {"llama/model.safetensors": b"weights"}
-
-    doc = s.deploy("--adopt")
-    assert doc["files"]["node-a"]["keep"] == ["llama/model.safetensors", "logs/mine.log"]
-    assert doc["files"]["node-a"]["remove"] == []
-    assert weights.read_bytes() == b"weights"
-    assert (root / "logs" / "mine.log").read_text() == "not sgl-gen's\n"
-    owned = set(manifest(root)["files"])
-    assert SCRIPT in owned and "llama/model.safetensors" not in owned
-
-    # later deploys need no --adopt; a file leaving the render goes, the foreign ones stay
-    s.doc["sglang"][0]["server_groups"][0]["num_gpus"] = 2
-    s.write()
-    s.deploy()
-    assert (root / "bin" / "engine-m-regular-1.sh").exists()
-    s.doc["sglang"][0]["server_groups"][0]["num_gpus"] = 1
-    s.write()
-    doc = s.deploy()
-    assert doc["files"]["node-a"]["remove"] == ["bin/engine-m-regular-1.sh",
-                                                "systemd/sgl-safe-engine-m-regular-1.service"]
-    assert doc["files"]["node-a"]["keep"] == ["llama/model.safetensors"]
-    assert not (root / "bin" / "engine-m-regular-1.sh").exists()
-    assert weights.read_bytes() == b"weights"
-
-
-@pytest.mark.slow
-def test_foreign_file_where_the_render_writes_is_never_overwritten(site):
-    s = site()
-    root = s.root()
-    rendered = s.render() / "hosts" / "node-a"
-    (root / "bin").mkdir(parents=True)
-    (root / SCRIPT).write_text("#!/bin/sh\n# the operator's own launcher\n")
-    shutil.copy(rendered / "sgl-gen-host.sh", root / "sgl-gen-host.sh")  # identical to ours
-
-    for extra, found in (((), f"2 file(s) the render writes exist under {root} but were not "
-                              f"written by sgl-gen: {SCRIPT}, sgl-gen-host.sh (identical)"),
-                         (("--adopt",), f"1 file(s) the render writes exist under {root} but "
-                                        f"were not written by sgl-gen: {SCRIPT} (hint:")):
-        r = s.cli("deploy", "--timeout", "60", *extra)
-        assert r.exit_code == 3, r.output
-        assert f"node-a: {found}" in r.stderr
-        assert (root / SCRIPT).read_text() == "#!/bin/sh\n# the operator's own launcher\n"
-        assert not (root / ".sgl-gen").exists()
-    # moved away: the identical file is adopted, nothing else of the operator's is touched
-    (root / SCRIPT).rename(root / "mine.sh")
-    doc = s.deploy("--adopt")
-    assert doc["files"]["node-a"]["adopt"] == ["sgl-gen-host.sh"]
-    assert doc["files"]["node-a"]["keep"] == ["mine.sh"]
-    assert "sgl-gen-host.sh" in manifest(root)["files"]
-    assert (root / "mine.sh").read_text() == "#!/bin/sh\n# the operator's own launcher\n"
-
-    # a file the render adds, found on the host but not in the manifest: refused as well
-    (root / "bin" / "engine-m-regular-1.sh").write_text("operator's\n")
-    s.doc["sglang"][0]["server_groups"][0]["num_gpus"] = 2
-    s.write()
-    r = s.cli("deploy", "--timeout", "60")
-    assert r.exit_code == 3, r.output
-    assert "were not written by sgl-gen: bin/engine-m-regular-1.sh" in r.stderr
-    assert (root / "bin" / "engine-m-regular-1.sh").read_text() == "operator's\n"
-
-
-@pytest.mark.slow
-def test_only_sgl_gens_own_temp_files_are_removed(site):
-    s = site()
-    s.deploy()
-    root = s.root()
-    ours = root / f"{SCRIPT}.0123abcd.sgl-gen-tmp"  # as an interrupted upload leaves it
-    theirs = [root / "notes.0123abcd.sgl-gen-tmp", root / "bin" / "x.sh.0123abcd.sgl-gen-tmp",
-              root / "bin" / "y.sgl-gen-tmp"]
-    for p in [ours, *theirs]:
-        p.write_text("partial")
-    r = s.cli("diff", "--output", "json")  # looking changes nothing
-    assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["files"]["node-a"]["remove"] == [ours.relative_to(root).as_posix()]
-    assert ours.exists()
-    doc = s.deploy()
-    assert doc["files"]["node-a"]["remove"] == [ours.relative_to(root).as_posix()]
-    assert sorted(doc["files"]["node-a"]["keep"]) == sorted(
-        p.relative_to(root).as_posix() for p in theirs)
-    assert not ours.exists() and all(p.read_text() == "partial" for p in theirs)
-
-
-# -- 2. a rendered directory is checked before use --
 
 
 def _bad_dir(s: Site, edit) -> object:
@@ -635,14 +505,17 @@ def _aim(doc: dict, tmp: Path) -> dict:
     if not isinstance(cl, dict):
         return doc
     hosts = cl.get("hosts")
+    # the SSH test hosts (tests/sshhosts.py) have no systemd: the bash launcher
     if not hosts:
-        cl["hosts"] = [{"name": "h0", "address": A, "workdir": str(tmp / "w0")}]
+        cl["hosts"] = [{"name": "h0", "address": A, "workdir": str(tmp / "w0"),
+                        "supervisor": "bash"}]
     elif isinstance(hosts, list) and hosts and isinstance(hosts[0], dict):
         fix = {"address": ("10.0.0.1", A), "workdir": ("/srv/h0", str(tmp / "w0")),
                "user": ("serve", "root")}
         for key, (old, new) in fix.items():
             if hosts[0].get(key) == old:
                 hosts[0][key] = new
+        hosts[0].setdefault("supervisor", "bash")
     rt = doc.get("runtime")
     if isinstance(rt, dict):
         fix = {"python": ("/opt/venv/bin/python", sys.executable),
@@ -667,7 +540,7 @@ def _from_hostile(tmp: Path, n_structures: int = 12, n_raw: int = 6
     for label, text in structures[::max(1, len(structures) // n_structures)][:n_structures]:
         out.append((f"hostile.py {label}", _aim(json.loads(text), tmp), hostile.expected(label)))
     hosts_line = (f"  slurm: {{partition: gpu}}\n  hosts: [{{name: h0, address: {A}, "
-                  f"workdir: {tmp / 'w0'}}}]\n")
+                  f"workdir: {tmp / 'w0'}, supervisor: bash}}]\n")
     raws = []
     for label, data in hostile.raw_byte_cases():
         try:

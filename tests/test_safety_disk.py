@@ -167,7 +167,7 @@ def test_a_symlink_elsewhere_in_the_tree_is_kept_reported_and_not_entered(tmp_pa
     r = run_cli("render", ex, "-o", str(tmp_path))
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines() == [f"foreign   {root}/data",
-                                     f"{root}: 1 foreign, 17 identical"]
+                                     f"{root}: 1 foreign, 18 identical"]
     assert (root / "data").is_symlink()
     assert (elsewhere / "model.safetensors").read_text() == "weights\n"
 

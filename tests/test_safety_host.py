@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.deploy import _py_cmd
+from generator.deploy.transport import agent_command as _py_cmd
 from generator.targets.common import shq
 from generator.targets.render import render
 from generator.write import write_tree

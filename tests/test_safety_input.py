@@ -413,7 +413,7 @@ def test_runtime_python_is_an_absolute_path_or_a_command_name(tmp_path, python):
 def test_scripts_and_the_deploy_probe_run_the_same_interpreter_word(tmp_path):
     import shlex
 
-    from generator.deploy import _py_cmd
+    from generator.deploy.transport import agent_command as _py_cmd
     from generator.targets.render import render
 
     for python in ("/opt/venv-3.11/bin/python3.11", "python3", "/srv/sgl+gen/@x/bin/python"):

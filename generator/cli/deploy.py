@@ -1,4 +1,4 @@
-"""``sgl-gen deploy / diff / status / logs / down``: the SSH commands (generator/deploy.py).
+"""``sgl-gen deploy / diff / status / logs / down``: the SSH commands (generator/deploy/).
 
 Each takes ``FILE|OUT_DIR``: a topology (compiled and rendered in memory with the same options as
 ``render``) or a rendered deployment directory (``out/<deployment>/``, used as it is). ``down``
@@ -44,7 +44,9 @@ def _render_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--target", "target", metavar="LIST",
                      help="Comma-separated targets rendered and uploaded: bash,systemd "
-                          "(default: bash,systemd). Units run under the bash launcher."),
+                          "(default: bash,systemd). Each host's units run under its "
+                          "supervisor (runtime.supervisor, cluster.hosts[].supervisor): "
+                          "systemd needs the systemd target."),
         click.option("--rehearse", is_flag=True,
                      help="Use the rehearsal engine instead of SGLang (no GPU needed)."),
     ]
@@ -111,9 +113,19 @@ def _changes_text(result: Any, title: str) -> str:
 
     ch = result.changes
     lines = [title]
+    for h, text in sorted((result.supervisors or {}).items()):
+        lines.append(f"  {h}: supervisor {text}")
     for h in sorted(ch.upload):
         n_up, n_rm, n_mode = len(ch.upload[h]), len(ch.remove.get(h, [])), len(ch.chmod.get(h, []))
         keep, adopt = ch.keep.get(h, []), ch.adopt.get(h, [])
+        inst, uninst = ch.install.get(h, []), ch.uninstall.get(h, [])
+        if inst or uninst or ch.enable.get(h):
+            lines.append(f"  {h}: systemd: install {len(inst)} unit file(s)"
+                         + (f", remove {len(uninst)}" if uninst else "")
+                         + (f", enable {len(ch.enable[h])}" if ch.enable.get(h) else "")
+                         + ", daemon-reload")
+            lines += [f"    + {n}" for n in inst]
+            lines += [f"    - {n}" for n in uninst]
         if n_up or n_rm or n_mode or keep or adopt:
             lines.append(f"  {h}: upload {n_up} file(s)" + (f", chmod {n_mode}" if n_mode else "")
                          + (f", remove {n_rm}" if n_rm else "")
@@ -172,7 +184,8 @@ def register(main: click.Group) -> None:
         if dry_run:
             click.echo(_changes_text(result, f"{target.name}: dry run, nothing changed"), nl=False)
             return
-        click.echo(table(result.rows, ["host", "unit", "kind", "action", "url"]), nl=False)
+        click.echo(table(result.rows, ["host", "unit", "kind", "supervisor", "action", "url"]),
+                   nl=False)
         routers = [u for u in target.units() if u.kind == "router"
                    and (not only or u.host in only)]
         click.echo(f"{target.name} is deployed" + ("; routers:" if routers else ""))
@@ -208,7 +221,8 @@ def register(main: click.Group) -> None:
     @_output_option
     @boundary
     def status(source: str, output: str, **kw: Any) -> None:
-        """Per unit: running, healthy, pid, URL (exit 3 unless all run and are healthy)."""
+        """Per unit: supervisor, state, pid, restarts and last exit (systemd), healthy, URL
+        (exit 3 unless all run and are healthy)."""
         from generator import deploy as d
         from generator.deploy import table
 
@@ -219,8 +233,8 @@ def register(main: click.Group) -> None:
             click.echo(json.dumps({"deployment": target.name, "units": rows}, indent=2,
                                   sort_keys=True))
         else:
-            click.echo(table(rows, ["host", "unit", "kind", "state", "pid", "healthy", "url"]),
-                       nl=False)
+            click.echo(table(rows, ["host", "unit", "kind", "supervisor", "state", "pid",
+                                    "restarts", "last_exit", "healthy", "url"]), nl=False)
         if any(r["state"] != "running" or r["healthy"] is False for r in rows):
             sys.exit(EXIT_DEPLOY)
 
@@ -234,7 +248,8 @@ def register(main: click.Group) -> None:
     @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
     @boundary
     def logs(source: str, units: tuple[str, ...], lines: int, follow: bool, **kw: Any) -> None:
-        """Print the logs of UNITS (default: all) from their hosts."""
+        """Print the logs of UNITS (default: all) from their hosts: the journal under systemd,
+        logs/<unit>.log under bash."""
         from generator import deploy as d
 
         target = _target(source, kw)
@@ -253,7 +268,8 @@ def register(main: click.Group) -> None:
     @click.option("--local", is_flag=True, help="Stop what `up --local` started on this machine.")
     @boundary
     def down(source: str, out_dir: str, local: bool, **kw: Any) -> None:
-        """Stop the deployment: routers on every host first, then engines."""
+        """Stop the deployment: routers on every host first, then engines (systemd: stopped
+        and disabled; every file stays)."""
         if local:
             for k in ("hosts", "ssh_config", "known_hosts", "accept_new_host_keys",
                       "connect_timeout", "target"):

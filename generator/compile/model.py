@@ -12,6 +12,9 @@ from typing import Any
 ArgItems = tuple[tuple[str, Any], ...]
 
 WORKER_TYPES = ("regular", "prefill", "decode", "placeholder", "encoder")
+#: what keeps a host's units running: systemd units, or the pidfile launcher sgl-gen-host.sh
+SUPERVISORS = ("systemd", "bash")
+DEFAULT_SUPERVISOR = "systemd"
 PLAN_VERSION = 1
 
 
@@ -28,6 +31,7 @@ class HostSpec:
     labels: tuple[str, ...]
     gpus: tuple[int, ...]
     workdir: str | None
+    supervisor: str | None = None  # None: runtime.supervisor
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class RuntimeSpec:
     env: tuple[tuple[str, str], ...] = ()
     secrets_env_file: str | None = None
     container: ContainerSpec | None = None
+    supervisor: str = DEFAULT_SUPERVISOR
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,7 @@ class Node:
     ssh_port: int | None = None
     workdir: str = "/var/lib/sgl-gen"
     labels: tuple[str, ...] = ()
+    supervisor: str = DEFAULT_SUPERVISOR  # the host's, else runtime.supervisor (SUPERVISORS)
 
 
 @dataclass(frozen=True)

@@ -95,11 +95,12 @@ def _node_list(topo: Topology, count: int) -> list[Node]:
             h = topo.hosts[i]
             address = LOCAL_ADDRESS if topo.local else h.address
             out.append(Node(i, h.name, address, h.gpus, h.user, h.port,
-                            h.workdir or topo.runtime.workdir, h.labels))
+                            h.workdir or topo.runtime.workdir, h.labels,
+                            h.supervisor or topo.runtime.supervisor))
         else:
             address = LOCAL_ADDRESS if topo.local else f"node{i}"
             out.append(Node(i, f"node{i}", address, tuple(range(gpn)),
-                            workdir=topo.runtime.workdir))
+                            workdir=topo.runtime.workdir, supervisor=topo.runtime.supervisor))
     return out
 
 

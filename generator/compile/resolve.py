@@ -26,6 +26,7 @@ from generator.compile.catalog import load_catalog
 from generator.compile.credentials import CREDENTIAL_ENV, is_credential_name, last_word, url_has_credential
 from generator.compile.loader import PathT, SourceMap, format_path
 from generator.compile.model import (
+    DEFAULT_SUPERVISOR,
     ContainerSpec,
     GroupSpec,
     HostSpec,
@@ -94,7 +95,8 @@ def resolve(data: dict[str, Any], smap: SourceMap, *, local: bool = False) -> To
         if len(gpus) != gpn:
             ctx.err(hp + ("gpus",), f"lists {len(gpus)} GPU ids but gpus_per_node is {gpn}")
         hosts.append(HostSpec(h["name"], h["address"], h.get("user"), h.get("port"),
-                              tuple(h.get("labels", ())), gpus, h.get("workdir")))
+                              tuple(h.get("labels", ())), gpus, h.get("workdir"),
+                              h.get("supervisor")))
     nodes: int | None = cluster.get("nodes")
     if hosts and nodes is not None and nodes != len(hosts):
         ctx.err(("cluster", "nodes"), f"is {nodes} but cluster.hosts lists {len(hosts)} hosts")
@@ -335,7 +337,8 @@ def resolve(data: dict[str, Any], smap: SourceMap, *, local: bool = False) -> To
         else "python3"
     rt = RuntimeSpec(python=runtime.get("python", default_python),
                      workdir=runtime.get("workdir", "/var/lib/sgl-gen"), env=env,
-                     secrets_env_file=runtime.get("secrets_env_file"), container=container)
+                     secrets_env_file=runtime.get("secrets_env_file"), container=container,
+                     supervisor=runtime.get("supervisor", DEFAULT_SUPERVISOR))
     if ctx.errors:
         raise TopologyError(ctx.errors + ctx.warnings)
     return Topology(

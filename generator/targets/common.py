@@ -137,6 +137,9 @@ class Unit:
     health_url: str | None  # rank 0 engines and routers
     after: tuple[str, ...] = ()  # units on the same host this one starts after
     program: str = "sglang"  # what runs: "sglang" (engines) or the router implementation
+    #: routers: the /health URL of every engine of the model (rank 0s, any host), which must
+    #: answer 200 before the router starts under systemd (the unit's ExecStartPre=)
+    await_urls: tuple[str, ...] = ()
 
 def _engine_units(plan: Plan, m: ModelPlan, e: Engine, rehearse: bool) -> list[Unit]:
     rt = plan.topology.runtime
@@ -165,7 +168,8 @@ def _router_unit(plan: Plan, m: ModelPlan, engine_units: list[Unit]) -> Unit:
     return Unit(f"router-{m.name}", "router",
                 f"{r.implementation} router of model {m.name} ({r.url})", r.node,
                 (plan.topology.runtime.python, "-m", r.module), r.argv, "",
-                f"{r.url}/health", after, r.implementation)
+                f"{r.url}/health", after, r.implementation,
+                tuple(u.health_url for u in engine_units if u.health_url))
 
 #: Router flags whose value the router also reads from an environment variable (argparse
 #: ``default=os.getenv(VAR)``): a ``{env: NAME}`` value for one of them is exported as VAR and

@@ -16,8 +16,9 @@ def readme(plan: Plan, targets: tuple[str, ...], ctx: dict[str, Any]) -> Artifac
                                 gpu_ranges=gpu_ranges, targets=targets, **ctx))
 
 
-def _gpu_map(plan: Plan) -> list[tuple[int, str, list[str]]]:
-    """Per node: who holds each GPU (engine id, "(reserved)" or "-"), in GPU order."""
+def _gpu_map(plan: Plan) -> list[tuple[int, str, str, list[str]]]:
+    """Per node: host, supervisor and who holds each GPU (engine id, "(reserved)" or "-"), in
+    GPU order."""
     owner: dict[tuple[int, int], str] = {}
     for m in plan.models:
         for e in m.engines:
@@ -27,7 +28,7 @@ def _gpu_map(plan: Plan) -> list[tuple[int, str, list[str]]]:
         for ph in m.placeholders:
             for g in ph.gpus:
                 owner[(ph.node, g)] = "(reserved)"
-    return [(n.index, n.host, [owner.get((n.index, g), "-") for g in n.gpus])
+    return [(n.index, n.host, n.supervisor, [owner.get((n.index, g), "-") for g in n.gpus])
             for n in plan.nodes]
 
 def _mermaid_id(text: str) -> str:
@@ -58,7 +59,9 @@ def plan_table(plan: Plan) -> str:
         "",
     ]
     for n in plan.nodes:
-        lines.append(f"node {n.index}  {n.host} ({n.address})")
+        # which supervisor runs it matters where deploy goes: the hosts of cluster.hosts
+        lines.append(f"node {n.index}  {n.host} ({n.address})"
+                     + (f"  supervisor {n.supervisor}" if t.hosts else ""))
         rows: list[tuple[str, str, str]] = []
         for m in plan.models:
             for e in m.engines:

@@ -84,7 +84,8 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
         "runtime": {"python": t.runtime.python, "secrets_env_file": t.runtime.secrets_env_file},
         "nodes": [
             {"index": n.index, "host": n.host, "address": n.address, "gpus": list(n.gpus),
-             "workdir": n.workdir, **({"user": n.user} if n.user else {}),
+             "workdir": n.workdir, "supervisor": n.supervisor,
+             **({"user": n.user} if n.user else {}),
              **({"ssh_port": n.ssh_port} if n.ssh_port else {}),
              **({"labels": list(n.labels)} if n.labels else {})}
             for n in plan.nodes

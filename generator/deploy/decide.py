@@ -1,0 +1,188 @@
+"""What the hosts have (their probes) against what the render wants: the decision per unit
+(start, restart, stop, none) and the preflight, every problem on every host at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from generator.deploy.changes import Changes, UnitAction
+from generator.deploy.hostfiles import host_files, owned_files, unit_file_changes
+from generator.deploy.spec import HostSpec, Target, UnitSpec, unit_hash
+from generator.deploy.transport import Host
+
+
+@dataclass
+class Remote:
+    host: Host
+    probe: dict[str, Any]
+
+    @property
+    def files(self) -> dict[str, list[Any]]:
+        return dict(self.probe.get("files") or {})
+
+    @property
+    def units(self) -> dict[str, dict[str, Any]]:
+        """The units' states under the host's supervisor."""
+        return dict(self.probe.get("units") or {})
+
+    @property
+    def other_units(self) -> dict[str, dict[str, Any]]:
+        """Units of this deployment running under the other supervisor (a host that moved
+        from bash to systemd or back)."""
+        return dict(self.probe.get("other_units") or {})
+
+    @property
+    def systemd(self) -> dict[str, Any]:
+        return dict(self.probe.get("systemd") or {})
+
+    def deployed_hash(self, u: UnitSpec) -> str | None:
+        man = self.probe.get("manifest") or {}
+        rec = (man.get("units") or {}).get(u.name)
+        if isinstance(rec, dict) and rec.get("hash"):
+            return str(rec["hash"])
+        files = self.files
+        if all(rel in files for rel in u.files):
+            return unit_hash({rel: files[rel][0] for rel in u.files})
+        return None
+
+
+def _other(sup: str) -> str:
+    return "bash" if sup == "systemd" else "systemd"
+
+
+def decide(target: Target, remotes: dict[str, Remote], adopt: bool = False) -> Changes:
+    ch = Changes()
+    wanted: dict[str, tuple[HostSpec, UnitSpec, str]] = {}
+    for h in target.hosts:
+        if h.host not in remotes:
+            continue
+        r = remotes[h.host]
+        host_files(h, r.probe, adopt, ch)
+        unit_file_changes(h, r.probe, adopt, ch)
+        for u in h.units:
+            st = r.units.get(u.name, {}).get("state", "stopped")
+            moved = r.other_units.get(u.name, {}).get("state") in ("running", "dead")
+            if moved:
+                wanted[u.name] = (h, u, "restart")
+            elif st != "running":
+                wanted[u.name] = (h, u, "start")
+            elif r.deployed_hash(u) != h.unit_hash(u):
+                wanted[u.name] = (h, u, "restart")
+            else:
+                wanted[u.name] = (h, u, "none")
+    # every rank of a multi-node engine starts together: one rank to (re)start restarts all
+    by_engine: dict[str, list[str]] = {}
+    for name, (_, u, _) in wanted.items():
+        if u.engine is not None:
+            by_engine.setdefault(u.engine, []).append(name)
+    for names in by_engine.values():
+        if len(names) > 1 and any(wanted[n][2] != "none" for n in names):
+            for n in names:
+                h, u, act = wanted[n]
+                if act == "none":
+                    wanted[n] = (h, u, "restart")
+    reasons = {"start": "not running", "restart": "its files changed", "none": "unchanged"}
+    for h in target.hosts:
+        if h.host not in remotes:
+            continue
+        r = remotes[h.host]
+        other = _other(h.supervisor)
+        for u in h.units:
+            _, _, act = wanted[u.name]
+            reason = reasons[act]
+            st = r.units.get(u.name, {}).get("state", "stopped")
+            stop_with = ""
+            if r.other_units.get(u.name, {}).get("state") in ("running", "dead"):
+                reason, st, stop_with = f"moves from {other} to {h.supervisor}", "running", other
+            elif act == "restart" and r.deployed_hash(u) == h.unit_hash(u):
+                reason = "another rank of its engine restarts"
+            elif act == "start" and st == "dead":
+                reason = "its process exited"
+            ch.units.append(UnitAction(h.host, u.name, u.kind, act, reason, u.url, st,
+                                       stop_with))
+        known = {u.name for u in h.units}
+        # only in a root sgl-gen owns: a pidfile in a foreign run/ is not one of its units
+        if owned_files(r.probe) is not None:
+            for sup, states in ((h.supervisor, r.units), (other, r.other_units)):
+                for name, s in sorted(states.items()):
+                    if name not in known and s.get("state") in ("running", "dead"):
+                        kind = "router" if name.startswith("router-") else "engine"
+                        ch.units.append(UnitAction(
+                            h.host, name, kind, "stop", "no longer in the plan", "",
+                            s["state"], "" if sup == h.supervisor else sup))
+    return ch
+
+
+def _systemd_problems(h: HostSpec, r: Remote) -> list[str]:
+    sd = r.systemd
+    name = h.host
+    if not sd.get("booted"):
+        return [f"{name}: supervisor systemd, but systemd is not running on this host (no "
+                f"/run/systemd/system) (hint: give it `supervisor: bash` in cluster.hosts, or "
+                f"set runtime.supervisor: bash)"]
+    problems = []
+    if sd.get("mode") == "user":
+        user = sd.get("user") or h.user or "the SSH user"
+        if not sd.get("linger"):
+            problems.append(
+                f"{name}: {user} is not root, so its units are user units (systemctl --user), "
+                f"and without lingering they stop when the SSH session ends and do not start "
+                f"at boot (hint: as root on {name}: loginctl enable-linger {user})")
+        elif sd.get("error"):
+            problems.append(f"{name}: systemctl --user does not answer: {sd['error']} "
+                            f"(hint: is the user manager of {user} running? loginctl "
+                            f"show-user {user})")
+    return problems
+
+
+def preflight(target: Target, remotes: dict[str, Remote], ch: Changes,
+              min_free: int) -> list[str]:
+    problems: list[str] = []
+    t = target
+    for name, r in sorted(remotes.items()):
+        spec = r.host.spec
+        p = r.probe
+        for mod, ok in sorted((p.get("modules") or {}).items()):
+            if not ok:
+                problems.append(f"{name}: {t.python} cannot import {mod} (python {p.get('python')})")
+        g = p.get("gpus")
+        if g is not None:
+            need = spec.gpus_needed
+            if g["rc"] != 0:
+                problems.append(f"{name}: nvidia-smi -L failed (exit {g['rc']}): {g['err']}")
+            elif len(g["lines"]) < need:
+                problems.append(f"{name}: {len(g['lines'])} GPU(s) visible, the plan uses {need}")
+        free = p.get("disk_free")
+        if free is not None and free < min_free:
+            problems.append(f"{name}: only {free // (1 << 20)} MiB free under {spec.root}")
+        if spec.supervisor == "systemd":
+            problems += _systemd_problems(spec, r)
+        listening = set(p.get("listen") or ())
+        units = r.units
+        for port, unit in spec.ports:
+            mine_running = "running" in (units.get(unit, {}).get("state"),
+                                         r.other_units.get(unit, {}).get("state"))
+            if port in listening and not mine_running:
+                problems.append(f"{name}: port {port} ({unit}) is already in use on "
+                                f"{spec.address} by another process")
+        problems += _secrets_problems(name, spec, p.get("secrets"), t.secrets_env_file)
+        problems += ch.refused.get(name, [])
+    return problems
+
+
+def _secrets_problems(name: str, spec: HostSpec, sec: Any, path: str | None) -> list[str]:
+    if not path or not isinstance(sec, dict):
+        return []
+    if not sec.get("exists"):
+        return [f"{name}: runtime.secrets_env_file {path} is missing ({sec.get('error')}) "
+                f"(hint: create it, mode 600, with the NAME=value lines the units need)"]
+    if not sec.get("regular"):
+        return [f"{name}: runtime.secrets_env_file {path} is not a regular file"]
+    if int(sec.get("mode") or 0) & 0o077:
+        return [f"{name}: runtime.secrets_env_file {path} is readable by group/others (mode "
+                f"{int(sec['mode']):o}) (hint: chmod 600 {path})"]
+    if not sec.get("readable"):
+        return [f"{name}: runtime.secrets_env_file {path} is not readable by "
+                f"{spec.user or 'the SSH user'}"]
+    return []

@@ -1,0 +1,177 @@
+"""What to deploy: a Target (hosts, their units and files) built from plan.json and the render's
+``hosts/<host>/`` files, of a topology FILE rendered in memory or of a rendered OUT_DIR."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from generator import routerauth
+from generator.errors import SglGenError
+
+Echo = Callable[[str], None]
+
+MANIFEST = ".sgl-gen/manifest.json"
+LOG_TAIL = 20
+SUPERVISORS = ("systemd", "bash")
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    name: str
+    kind: str  # engine | router
+    host: str
+    model: str
+    engine: str | None  # engine id (all ranks of a multi-node engine share it)
+    node_rank: int
+    health_url: str | None  # rank-0 engines and routers
+    url: str  # what the summary shows
+    files: tuple[str, ...]  # host-relative files the unit runs (its hash covers them)
+    expected_workers: tuple[str, ...] = ()  # routers
+    api_key_env: str | None = None  # routers: the variable their --api-key is read from
+    service: str = ""  # its systemd unit name, sgl-<deployment>-<unit>.service
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    index: int
+    host: str
+    address: str
+    user: str | None
+    port: int | None
+    root: str
+    units: tuple[UnitSpec, ...]
+    files: dict[str, tuple[bytes, int]]  # relpath -> (content, mode)
+    ports: tuple[tuple[int, str], ...]  # (port, unit that opens it)
+    gpus_needed: int = 0  # GPU ids the engines use on this host: 0..gpus_needed-1 must exist
+    supervisor: str = "bash"  # systemd | bash: what runs and restarts its units
+    deployment: str = ""
+
+    def sha(self, rel: str) -> str:
+        return hashlib.sha256(self.files[rel][0]).hexdigest()
+
+    def unit_hash(self, u: UnitSpec) -> str:
+        return unit_hash({rel: self.sha(rel) for rel in u.files})
+
+    @property
+    def systemd_files(self) -> list[str]:
+        """The render's unit files for this host that the systemd supervisor installs into the
+        unit directory: exactly its units' ``systemd/sgl-<deployment>-<unit>.service`` and the
+        deployment's ``systemd/sgl-<deployment>.target`` (any other file there is not
+        installed: a render cannot put, say, ssh.service into /etc/systemd/system)."""
+        names = {u.service for u in self.units} | {self.systemd_target}
+        return sorted(f"systemd/{n}" for n in names if f"systemd/{n}" in self.files)
+
+    @property
+    def systemd_target(self) -> str:
+        return f"sgl-{self.deployment}.target"
+
+
+def unit_hash(shas: dict[str, str | None]) -> str:
+    text = "".join(f"{rel} {shas.get(rel) or '-'}\n" for rel in sorted(shas))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    python: str
+    rehearse: bool
+    hosts: tuple[HostSpec, ...]
+    secrets_env_file: str | None = None  # checked on every host by preflight
+
+    def units(self) -> list[UnitSpec]:
+        return [u for h in self.hosts for u in h.units]
+
+
+def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], python: str,
+                rehearse: bool, secrets_env_file: str | None = None) -> Target:
+    """A Target from a plan dict (plan.json) and the render's files (paths under hosts/)."""
+    name = plan["deployment"]["name"]
+    nodes = plan["nodes"]
+    per: dict[int, list[UnitSpec]] = {n["index"]: [] for n in nodes}
+    ports: dict[int, list[tuple[int, str]]] = {n["index"]: [] for n in nodes}
+    host_of = {n["index"]: n["host"] for n in nodes}
+    sup_of = {n["host"]: n.get("supervisor", "bash") for n in nodes}
+    gpus: dict[int, int] = {n["index"]: 0 for n in nodes}
+    routers: list[UnitSpec] = []
+    encoders: list[UnitSpec] = []
+    engines: list[UnitSpec] = []
+
+    def unit_files(host: str, uname: str, lib: bool) -> tuple[str, ...]:
+        out = [f"bin/{uname}.sh"]
+        if sup_of[host] == "systemd":
+            out.append(f"systemd/sgl-{name}-{uname}.service")
+        if lib:
+            out += sorted(r.split("/", 2)[2] for r in files if r.startswith(f"hosts/{host}/lib/"))
+        return tuple(out)
+
+    for m in plan["models"]:
+        for e in m["engines"]:
+            for p in e["placements"]:
+                rank = p["node_rank"]
+                uname = f"engine-{e['id']}" if e["nnodes"] == 1 else f"engine-{e['id']}-r{rank}"
+                host = host_of[p["node"]]
+                u = UnitSpec(uname, "engine", host, m["name"], e["id"], rank,
+                             f"{e['url']}/health" if rank == 0 else None,
+                             e["url"] if rank == 0 else f"(rank {rank} of {e['url']})",
+                             unit_files(host, uname, rehearse),
+                             service=f"sgl-{name}-{uname}.service")
+                (encoders if e["worker_type"] == "encoder" else engines).append(u)
+                gpus[p["node"]] = max([gpus[p["node"]], *(g + 1 for g in p["gpus"])])
+                ps = ports[p["node"]]
+                ps.append((p.get("port") or e["port"], uname))
+                if e.get("engine_info_bootstrap_port"):
+                    ps.append((e["engine_info_bootstrap_port"], uname))
+                if rank == 0:
+                    ps.append((e["nccl_port"], uname))
+                    if e.get("bootstrap_port"):
+                        ps.append((e["bootstrap_port"], uname))
+                    if e.get("dist_init_addr"):
+                        ps.append((int(e["dist_init_addr"].rsplit(":", 1)[1]), uname))
+        r = m["router"]
+        rname = f"router-{m['name']}"
+        rhost = host_of[r["node"]]
+        expected = tuple(sorted(e["url"] for e in m["engines"] if e["worker_type"] != "encoder"))
+        routers.append(UnitSpec(rname, "router", rhost, m["name"], None, 0,
+                                f"{r['url']}/health", r["url"], unit_files(rhost, rname, False),
+                                expected, routerauth.api_key_env(r.get("argv")),
+                                service=f"sgl-{name}-{rname}.service"))
+        ports[r["node"]] += [(r["port"], rname), (r["prometheus_port"], rname)]
+    for u in encoders + engines + routers:
+        node = next(n["index"] for n in nodes if n["host"] == u.host)
+        per[node].append(u)
+    hosts = []
+    for n in nodes:
+        prefix = f"hosts/{n['host']}/"
+        hfiles = {rel[len(prefix):]: v for rel, v in files.items() if rel.startswith(prefix)}
+        for u in per[n["index"]]:
+            missing = [f for f in u.files if f not in hfiles]
+            if missing:
+                hint = (" (node supervisor systemd needs the systemd target: render with "
+                        "--target bash,systemd, or set its supervisor to bash)"
+                        if missing[0].startswith("systemd/") else
+                        " (it does not match plan.json)")
+                raise SglGenError(f"{prefix}{missing[0]}: missing from the render{hint}")
+        root = f"{n['workdir'].rstrip('/')}/{name}"
+        hosts.append(HostSpec(n["index"], n["host"], n["address"], n.get("user"),
+                              n.get("ssh_port"), root, tuple(per[n["index"]]), hfiles,
+                              tuple(sorted(set(ports[n["index"]]))), gpus[n["index"]],
+                              sup_of[n["host"]], name))
+    return Target(name, python, rehearse, tuple(hosts), secrets_env_file)
+
+
+def target_from_plan(plan: Any, targets: tuple[str, ...], rehearse: bool) -> Target:
+    """Render a compiled Plan in memory and build its Target."""
+    from generator.targets.plans import plan_dict
+    from generator.targets.render import render
+
+    arts = render(plan, targets, rehearse=rehearse)
+    files = {rel: (a.content.encode("utf-8"), a.mode) for rel, a in arts.items()
+             if rel.startswith("hosts/")}
+    return target_from(json.loads(json.dumps(plan_dict(plan))), files,
+                       plan.topology.runtime.python, rehearse,
+                       plan.topology.runtime.secrets_env_file)
