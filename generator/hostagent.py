@@ -249,8 +249,10 @@ def sd_show(services: list[str]) -> dict[str, dict[str, str]]:
     """``systemctl show`` of each service: one block per unit, in the order asked."""
     if not services:
         return {}
-    rc, out, _ = _sd("show", "-p", ",".join(_SHOW), "--", *services)
-    blocks = out.strip("\n").split("\n\n") if rc == 0 else []
+    rc, out, err = _sd("show", "-p", ",".join(_SHOW), "--", *services)
+    if rc != 0:  # not "stopped": nothing is known (the caller reports it)
+        return {name: {"ShowError": (err or f"exit {rc}")[-300:]} for name in services}
+    blocks = out.strip("\n").split("\n\n")
     got: dict[str, dict[str, str]] = {}
     for i, name in enumerate(services[:len(blocks)]):  # (zip's strict= needs Python 3.10)
         got[name] = dict(ln.split("=", 1) for ln in blocks[i].splitlines() if "=" in ln)
@@ -259,6 +261,9 @@ def sd_show(services: list[str]) -> dict[str, dict[str, str]]:
 
 def sd_state(p: dict[str, str]) -> dict[str, Any]:
     """A unit's state in the bash launcher's words (running / dead / stopped) plus systemd's."""
+    if "ShowError" in p:
+        return {"state": "unknown", "pid": None, "exit": None, "restarts": 0, "enabled": None,
+                "invocation": "", "active": f"unknown (systemctl show failed: {p['ShowError']})"}
     a, s = p.get("ActiveState", ""), p.get("SubState", "")
     code = p.get("ExecMainCode", "0")
     status = int(p.get("ExecMainStatus") or 0)
@@ -266,7 +271,7 @@ def sd_state(p: dict[str, str]) -> dict[str, Any]:
     ex = None if code in ("", "0") else (status if code == "1" else -status)
     if p.get("LoadState") in ("not-found", ""):
         state = "stopped"
-    elif s == "auto-restart" or a == "failed":
+    elif s.startswith("auto-restart") or a == "failed":  # (252: auto-restart; 254+: -queued)
         state = "dead"
     elif a in ("active", "activating", "reloading"):
         state = "running"
@@ -275,7 +280,7 @@ def sd_state(p: dict[str, str]) -> dict[str, Any]:
     pid = int(p.get("MainPID") or 0)
     return {"state": state, "pid": pid if pid and state == "running" else None, "exit": ex,
             "active": f"{a} ({s})" if s else a, "restarts": int(p.get("NRestarts") or 0),
-            "enabled": p.get("UnitFileState", ""), "invocation": p.get("InvocationID", "")}
+            "enabled": p.get("UnitFileState") or None, "invocation": p.get("InvocationID", "")}
 
 
 def sd_units(A: dict[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
@@ -371,9 +376,14 @@ def systemd_info(A: dict[str, Any]) -> dict[str, Any]:
             return out
     names = sorted(n for n in asked if n in out["installed"])
     out["need_reload"] = []
-    for name, props in sd_show(names).items():
+    shown = sd_show(names + ["-.slice"])
+    # systemd 255+ says NeedDaemonReload=yes for every unit while any unit file anywhere changed
+    # without a reload: trusted only when the root slice, which no one edits, says no
+    global_flag = shown.get("-.slice", {}).get("NeedDaemonReload") == "yes"
+    for name in names:
+        props = shown.get(name, {})
         out["enabled"][name] = props.get("UnitFileState", "")
-        if props.get("NeedDaemonReload") == "yes":  # a file changed but systemd was not reloaded
+        if props.get("NeedDaemonReload") == "yes" and not global_flag:
             out["need_reload"].append(name)
     if A.get("target"):  # the deployment's target: enabled? active (started at boot)?
         out["target"] = sd_state(sd_show([A["target"]]).get(A["target"], {}))
@@ -426,8 +436,9 @@ def supervised_states(A: dict[str, Any], names: list[str], manifest: Any = None
     other = {}
     if sd_files and booted and "deployment" in sup:
         # running, or about to be restarted by systemd (auto-restart): both must be stopped
-        other = {u: st for u, st in sd_units(sup, []).items() if st["state"] == "running" or (
-            st["state"] == "dead" and "auto-restart" in st["active"])}
+        # only the units whose files the manifest lists (not every name the plan has)
+        other = {u: st for u, st in sd_units(dict(sup, services={}), []).items()
+                 if st["state"] in ("running", "dead") or st.get("enabled") == "enabled"}
     return units, other
 
 

@@ -238,7 +238,9 @@ def test_deploy_redeploy_change_one_group_down(deployment, tmp_path):
     d.nothing_running()
     r = d.cli("status")
     assert r.exit_code == 3
-    assert all(line.split()[3] == "stopped" for line in r.stdout.splitlines()[1:])
+    head, *rows = r.stdout.splitlines()
+    assert head.split()[:5] == ["HOST", "UNIT", "KIND", "SUPERVISOR", "STATE"]
+    assert rows and all(line.split()[3:5] == ["bash", "stopped"] for line in rows)
 
 
 def test_unreachable_host_then_changed_host_key(deployment, hosts):

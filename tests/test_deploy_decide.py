@@ -189,3 +189,47 @@ def test_a_systemd_host_needs_the_systemd_target_rendered():
     t = target_from_plan(bash, ("bash",), rehearse=True)
     assert {h.supervisor for h in t.hosts} == {"bash"}
     assert all(not f.startswith("systemd/") for u in t.units() for f in u.files)
+
+
+def test_a_drifted_installed_unit_file_is_rewritten_and_its_unit_restarts(target):
+    h = target.hosts[3]
+    probe = deployed(h, target)
+    name = f"sgl-{DEP}-engine-judge-regular-0.service"
+    probe["systemd"]["installed"][name] = ["e" * 64, 0o644]  # someone edited sgl-gen's copy
+    ch = decide(target, remotes(target, {x.host: deployed(x, target) if x is not h else probe
+                                         for x in target.hosts}))
+    assert ch.install[h.host] == [name]
+    acts = {a.unit: (a.action, a.reason) for a in ch.units if a.host == h.host}
+    assert acts["engine-judge-regular-0"] == ("restart",
+                                             "its installed unit file differs from sgl-gen's")
+    assert acts["engine-judge-regular-1"] == ("none", "unchanged")
+
+
+def test_an_interrupted_deploys_unit_file_is_still_sgl_gens(target):
+    """The intent manifest records a unit file's next checksum before writing it; the old
+    version on disk (recorded as prior) is still sgl-gen's to remove."""
+    h = target.hosts[3]
+    probe = deployed(h, target)
+    gone = f"sgl-{DEP}-engine-old-0.service"
+    probe["manifest"]["systemd"]["files"][gone] = "4" * 64  # the next version, never written
+    probe["manifest"]["systemd"]["prior"] = {gone: "5" * 64}
+    probe["systemd"]["installed"][gone] = ["5" * 64, 0o644]  # the version it wrote before
+    ch = decide(target, remotes(target, {x.host: deployed(x, target) if x is not h else probe
+                                         for x in target.hosts}))
+    assert ch.uninstall[h.host] == [gone] and ch.disable[h.host] == []
+
+
+def test_units_under_systemd_that_sgl_gen_did_not_install_are_not_its_to_stop(target):
+    h = target.hosts[3]
+    bash = dataclasses.replace(h, supervisor="bash", units=tuple(
+        dataclasses.replace(u, files=tuple(f for f in u.files if not f.startswith("systemd/")))
+        for u in h.units))
+    t = dataclasses.replace(target, hosts=(*target.hosts[:3], bash))
+    probe = deployed(h, target)
+    probe["manifest"]["systemd"]["files"] = {}  # none installed by sgl-gen
+    probe["other_units"] = {u: dict(st) for u, st in probe["units"].items()}
+    probe["units"] = {}
+    ch = decide(t, remotes(t, {x.host: deployed(x, t) if x is not bash else probe
+                               for x in t.hosts}))
+    assert {a.unit: a.stop_with for a in ch.units if a.host == h.host} == {
+        u.name: "" for u in h.units}

@@ -30,6 +30,7 @@ class Changes:
     uninstall: dict[str, list[str]] = field(default_factory=dict)  # and to remove (sgl-gen's)
     enable: dict[str, list[str]] = field(default_factory=dict)  # systemd units to enable
     reload: dict[str, bool] = field(default_factory=dict)  # a daemon-reload is due anyway
+    disable: dict[str, list[str]] = field(default_factory=dict)  # kept unit files: disabled
 
     def of(self, host: str, action: str, kind: str | None = None) -> list[str]:
         return [a.unit for a in self.units if a.host == host and a.action == action
@@ -38,4 +39,5 @@ class Changes:
     def noop(self) -> bool:
         return not any(a.action != "none" for a in self.units) and not any(
             any(d.values()) for d in (self.upload, self.chmod, self.remove, self.adopt,
-                                      self.install, self.uninstall, self.enable, self.reload))
+                                      self.install, self.uninstall, self.enable, self.reload,
+                                      self.disable))

@@ -11,7 +11,14 @@ from typing import Any
 
 from generator.deploy.changes import Changes
 from generator.deploy.decide import Remote, decide, preflight
-from generator.deploy.hostfiles import manifest_doc, owned_files, owned_unit_files, upload, write_manifest
+from generator.deploy.hostfiles import (
+    foreign_unit_dir,
+    manifest_doc,
+    owned_files,
+    owned_unit_files,
+    upload,
+    write_manifest,
+)
 from generator.deploy.session import Session, wait, workers_ok
 from generator.deploy.spec import Echo, Target, UnitSpec
 from generator.deploy.supervisors import Supervisor, Systemd, supervisor_for
@@ -249,6 +256,11 @@ def down(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] 
                 r = remotes[h.name]
                 if owned_files(r.probe) is None:
                     return  # without a manifest, nothing in that root is sgl-gen's to stop
+                other = foreign_unit_dir(r.probe)
+                if other is not None:
+                    raise DeployError(f"{h.name}: {h.spec.root} was deployed with unit files in "
+                                      f"{other}, not this SSH user's: run `sgl-gen down` as the "
+                                      f"user that deployed it")
                 lines = _down_host(h, r, sups[h.name], kind)
                 for line in lines:
                     echo(f"  {h.name}: {line}")
@@ -271,37 +283,34 @@ def _is_router(name: str) -> bool:
 
 
 def _down_host(h: Host, r: Remote, sup: Supervisor, kind: str) -> list[str]:
-    """Stop (under systemd: and disable) the host's units of ``kind``; nothing when nothing
-    runs and nothing is enabled."""
+    """Stop (under systemd: and disable) the host's units of ``kind``, under whichever
+    supervisor runs them (a host that moved from one to the other has some under each);
+    nothing when nothing runs and nothing is enabled."""
     def mine(n: str) -> bool:
         return n.startswith("router-") == (kind == "router")
     lines: list[str] = []
-    active = [n for n, st in r.units.items() if mine(n) and st.get("state") in ("running", "dead")]
-    if isinstance(sup, Systemd):
-        # only the units (and the target) whose unit files sgl-gen installed here
-        owned = owned_unit_files(r.probe, sup.deployment)
-        units = {n: st for n, st in r.units.items() if mine(n) and sup.service(n) in owned}
-        failed = [n for n, st in units.items() if str(st.get("active")).startswith("failed")]
-        active = [n for n, st in units.items() if st.get("state") in ("running", "dead")
-                  and n not in failed]
-        enabled = [n for n, st in units.items() if st.get("enabled") == "enabled"]
-        target = r.systemd.get("target") or {}
-        target_on = h.spec.systemd_target in owned and (
-            target.get("enabled") == "enabled" or target.get("state") == "running")
-        if active or enabled or failed or (target_on and kind == "engine"):
-            lines += sup.down(active, disable=enabled, last=kind == "engine" and target_on,
-                              reset=failed)
-    elif active:
+    on_systemd = isinstance(sup, Systemd)
+    bash_states, sd_states = (r.other_units, r.units) if on_systemd else (r.units, r.other_units)
+    bash = [n for n, st in bash_states.items() if mine(n) and st.get("state") in ("running", "dead")]
+    if bash:
         if "sgl-gen-host.sh" not in r.files:
             raise DeployError(f"{h.name}: {h.spec.root}/sgl-gen-host.sh is missing; cannot "
-                              f"stop {' '.join(active)}")
-        lines += sup.down(active)
-    # still running under the other supervisor (the host moved from one to the other)
-    others = [n for n, st in r.other_units.items() if mine(n) and st.get("state") == "running"]
-    if others:
-        other = "bash" if h.spec.supervisor == "systemd" else "systemd"
-        lines += supervisor_for(h, sup.deployment, other, r.systemd).down(others,
-                                                                          disable=others)
+                              f"stop {' '.join(bash)}")
+        lines += supervisor_for(h, sup.deployment, "bash").down(bash)
+    sd = sup if isinstance(sup, Systemd) else Systemd(h, sup.deployment, r.systemd)
+    # only the units (and the target) whose unit files sgl-gen installed here
+    owned = owned_unit_files(r.probe, sd.deployment)
+    units = {n: st for n, st in sd_states.items() if mine(n) and sd.service(n) in owned}
+    failed = [n for n, st in units.items() if str(st.get("active")).startswith("failed")]
+    active = [n for n, st in units.items() if st.get("state") in ("running", "dead")
+              and n not in failed]
+    enabled = [n for n, st in units.items() if st.get("enabled") == "enabled"]
+    target = r.systemd.get("target") or {}
+    target_on = h.spec.systemd_target in owned and (
+        target.get("enabled") == "enabled" or target.get("state") == "running")
+    if active or enabled or failed or (target_on and kind == "engine"):
+        lines += sd.down(active, disable=enabled, last=kind == "engine" and target_on,
+                         reset=failed)
     return lines
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from generator.deploy.changes import Changes, UnitAction
-from generator.deploy.hostfiles import host_files, owned_files, unit_file_changes
+from generator.deploy.hostfiles import host_files, owned_files, owned_unit_files, unit_file_changes
 from generator.deploy.spec import HostSpec, Target, UnitSpec, unit_hash
 from generator.deploy.transport import Host
 
@@ -28,9 +28,15 @@ class Remote:
 
     @property
     def other_units(self) -> dict[str, dict[str, Any]]:
-        """Units of this deployment running under the other supervisor (a host that moved
-        from bash to systemd or back)."""
-        return dict(self.probe.get("other_units") or {})
+        """Units of this deployment under the other supervisor (a host that moved from bash to
+        systemd or back); under systemd only those whose unit files sgl-gen installed here."""
+        got = dict(self.probe.get("other_units") or {})
+        spec = self.host.spec
+        if spec.supervisor == "bash":
+            owned = owned_unit_files(self.probe, spec.deployment)
+            got = {u: st for u, st in got.items()
+                   if f"sgl-{spec.deployment}-{u}.service" in owned}
+        return got
 
     @property
     def systemd(self) -> dict[str, Any]:
@@ -67,7 +73,8 @@ def decide(target: Target, remotes: dict[str, Remote], adopt: bool = False) -> C
                 wanted[u.name] = (h, u, "restart")
             elif st != "running":
                 wanted[u.name] = (h, u, "start")
-            elif r.deployed_hash(u) != h.unit_hash(u):
+            elif r.deployed_hash(u) != h.unit_hash(u) or u.service in ch.install[h.host]:
+                # (a unit file rewritten because it differs from sgl-gen's: its unit restarts)
                 wanted[u.name] = (h, u, "restart")
             else:
                 wanted[u.name] = (h, u, "none")
@@ -95,6 +102,9 @@ def decide(target: Target, remotes: dict[str, Remote], adopt: bool = False) -> C
             stop_with = ""
             if r.other_units.get(u.name, {}).get("state") in ("running", "dead"):
                 reason, st, stop_with = f"moves from {other} to {h.supervisor}", "running", other
+            elif act == "restart" and r.deployed_hash(u) == h.unit_hash(u) \
+                    and u.service in ch.install[h.host]:
+                reason = "its installed unit file differs from sgl-gen's"
             elif act == "restart" and r.deployed_hash(u) == h.unit_hash(u):
                 reason = "another rank of its engine restarts"
             elif act == "start" and st == "dead":
@@ -158,6 +168,13 @@ def preflight(target: Target, remotes: dict[str, Remote], ch: Changes,
             problems.append(f"{name}: only {free // (1 << 20)} MiB free under {spec.root}")
         if spec.supervisor == "systemd":
             problems += _systemd_problems(spec, r)
+        for unit, st in sorted({**r.units, **r.other_units}.items()):
+            if st.get("state") == "unknown":
+                problems.append(f"{name}: cannot read the state of {unit}: {st.get('active')}")
+        masked = [n for n, v in (r.systemd.get("enabled") or {}).items() if v == "masked"]
+        if masked and spec.supervisor == "systemd":
+            problems.append(f"{name}: {', '.join(masked)} masked (hint: systemctl unmask "
+                            f"{' '.join(masked)}, if you masked it for no lasting reason)")
         listening = set(p.get("listen") or ())
         units = r.units
         for port, unit in spec.ports:

@@ -47,6 +47,14 @@ def owned_unit_files(probe: dict[str, Any], deployment: str) -> dict[str, str]:
                  or (n.startswith(f"sgl-{deployment}-") and n.endswith(".service")))}
 
 
+def _prior(probe: dict[str, Any]) -> dict[str, str]:
+    """Unit files an interrupted deploy recorded with their new checksum before writing them:
+    name -> the checksum of the version sgl-gen wrote before (still its own)."""
+    sd = (probe.get("manifest") or {}).get("systemd")
+    prior = sd.get("prior") if isinstance(sd, dict) else None
+    return {str(n): str(v) for n, v in prior.items()} if isinstance(prior, dict) else {}
+
+
 def foreign_unit_dir(probe: dict[str, Any]) -> str | None:
     """The unit directory the host's manifest records when it is not the one this SSH user has
     (the deployment was installed by another user, e.g. root), else None."""
@@ -153,9 +161,13 @@ def unit_file_changes(h: HostSpec, probe: dict[str, Any], adopt: bool, ch: Chang
     units = {u.service for u in h.units} | {h.systemd_target}
     ch.install[h.host] = install
     gone = sorted(n for n in owned if n not in want)
-    # removed only while it is what sgl-gen wrote there: an edited one is kept, and reported
-    edited = [n for n in gone if n in have and (len(have[n]) > 2 or have[n][0] != owned[n])]
+    # removed only while it is what sgl-gen wrote there (now, or before an interrupted deploy
+    # recorded its next version): an edited one is kept, and reported, but disabled
+    prior = _prior(probe)
+    edited = [n for n in gone if n in have and (len(have[n]) > 2 or have[n][0] not in (
+        owned[n], prior.get(n)))]
     ch.uninstall[h.host] = [n for n in gone if n not in edited]
+    ch.disable[h.host] = edited
     ch.keep[h.host] = ch.keep.get(h.host, []) + [f"{sd.get('unit_dir')}/{n}" for n in edited]
     ch.enable[h.host] = sorted(n for n in want if n in units and enabled.get(n) != "enabled")
     ch.reload[h.host] = bool(sd.get("need_reload")) and h.supervisor == "systemd"
@@ -207,8 +219,11 @@ def intent_manifest(host: Host, target: Target, have: Any, probe: dict[str, Any]
     doc = dict(have) if isinstance(have, dict) and files else manifest_doc(host, target, {})
     doc["files"] = dict(sorted({**files, **{rel: spec.sha(rel) for rel in spec.files}}.items()))
     if units_new or units_old:
+        prior = {**_prior(probe), **{n: units_old[n] for n in units_new
+                                     if n in units_old and units_old[n] != units_new[n]}}
         doc["systemd"] = {"dir": unit_dir or (have.get("systemd") or {}).get("dir"),
-                          "files": dict(sorted({**units_old, **units_new}.items()))}
+                          "files": dict(sorted({**units_old, **units_new}.items())),
+                          **({"prior": dict(sorted(prior.items()))} if prior else {})}
     return doc
 
 

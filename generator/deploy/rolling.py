@@ -74,17 +74,26 @@ def restart_rolling(target: Target, opts: SshOptions, *, echo: Echo, units: tupl
                 _wait_workers(rhost, router, sec, eurl, False, timeout,
                               f"{router.name} to drop {eurl}")
                 time.sleep(drain)
+            add: dict[str, Any] = {"url": eurl, "worker_type": role}
+            if me is not None and me.get("bootstrap_port") is not None:
+                add["bootstrap_port"] = me["bootstrap_port"]
             token = uuid.uuid4().hex[:12]
             try:
                 restarts = _restart_ranks(s, us, timeout + 30, token)
                 echo(f"  {eid}: restarted, waiting for {r0.health_url}")
                 wait(s, f"{eid} to become healthy", [(r0, str(r0.health_url))], us,
                      timeout, token, echo, restarts=restarts)
+            except BaseException:
+                if me is not None:  # give it back to its router (which health-checks it):
+                    # an engine left out of its router would serve nothing even once it recovers
+                    try:
+                        call(rhost, router, sec, "POST", router.url + "/workers", add,
+                             worker_key=True)
+                    except SglGenError:
+                        pass
+                raise
             finally:
                 s.end_watch(token, {u.host for u in us})
-            add: dict[str, Any] = {"url": eurl, "worker_type": role}
-            if me is not None and me.get("bootstrap_port") is not None:
-                add["bootstrap_port"] = me["bootstrap_port"]
             st, b = call(rhost, router, sec, "POST", router.url + "/workers", add,
                           worker_key=True)
             if st not in (200, 201, 202):

@@ -138,15 +138,27 @@ class Systemd(Supervisor):
         enable what is not enabled yet."""
         h, name = self.host, self.host.name
         gone = ch.uninstall.get(name, [])
+        kept = ch.disable.get(name, [])  # sgl-gen's once, edited since: disabled, not removed
         new = ch.install.get(name, [])
         enable = ch.enable.get(name, [])
-        if not (gone or new or enable or ch.reload.get(name)):
+        if not (gone or kept or new or enable or ch.reload.get(name)):
             return
         if self.unit_dir is None:
             raise DeployError(f"{name}: no systemd unit directory known (probe)")
-        if gone:
-            self.systemctl("disable", "--no-reload", "--", *gone, what="systemctl disable",
+        # a host moving to bash, or whose manager does not answer: what can be done without
+        # systemd is done (files, links), a failing reload does not fail the deploy
+        leaving = h.spec.supervisor != "systemd" or not self.info.get("booted") \
+            or bool(self.info.get("error"))
+        if gone or kept:
+            target = f"sgl-{self.deployment}.target"
+            if target in gone:  # a target whose file goes would stay "active", not-found
+                self.systemctl("stop", "--", target, what=f"systemctl stop {target}",
+                               check=False)
+            self.systemctl("disable", "--no-reload", "--", *gone, *kept,
+                           what="systemctl disable", check=False)
+            self.systemctl("reset-failed", "--", *gone, *kept, what="systemctl reset-failed",
                            check=False)
+        if gone:
             h.run("rm -f -- " + " ".join(shlex.quote(f"{self.unit_dir}/{n}") for n in gone),
                   "remove unit files")
         if new:
@@ -155,7 +167,7 @@ class Systemd(Supervisor):
                 h.put(f"{self.unit_dir}/{n}", h.spec.files[f"systemd/{n}"][0], 0o644)
         if enable:
             self.systemctl("enable", "--no-reload", "--", *enable, what="systemctl enable")
-        self.systemctl("daemon-reload", what="systemctl daemon-reload")
+        self.systemctl("daemon-reload", what="systemctl daemon-reload", check=not leaving)
         echo(f"  systemd {name}: {len(new)} unit file(s) installed"
              + (f", {len(gone)} removed" if gone else "")
              + (f", {len(enable)} enabled" if enable else "") + ", daemon-reload")

@@ -169,7 +169,7 @@ class Host:
                               f"{type(exc).__name__}: {exc}") from None
         if check and r.exited != 0:
             err = (r.stderr.strip() or r.stdout.strip())[-2000:]
-            if r.exited == 127:
+            if r.exited == 127 and "cannot run it here" not in err:  # (the agent's own 127)
                 err = f"{self.python!r} not found on the host ({err})"
             raise DeployError(f"{self.name}: {what} failed (exit {r.exited}): {err}")
         return r
