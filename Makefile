@@ -3,7 +3,7 @@ PY ?= python3
 SMG_VENV ?= /opt/sgl-gen-smg
 
 .PHONY: test deps lint typecheck pytest outcheck golden golden-add router-catalogs bench bench-deploy \
-	bench-supervise
+	bench-supervise bench-rollout
 
 test: deps lint typecheck pytest outcheck
 
@@ -54,3 +54,9 @@ bench-deploy:
 # launcher, SIGKILL -> healthy again, poweroff -> healthy after boot
 bench-supervise:
 	$(PY) tests/bench_supervise.py
+
+# rolling-deploy benchmark (root; real sshd hosts in network namespaces): 16 rehearsal engines of
+# one model with a 5 s startup delay; a change of defaults rolled out with --max-unavailable 1, 4
+# and 50% and with --allow-downtime under a constant load; wall time vs ideal, requests failed
+bench-rollout:
+	$(PY) tests/bench_rollout.py

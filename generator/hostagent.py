@@ -742,6 +742,12 @@ def http(A: dict[str, Any]) -> list[Any]:
     return [status, parsed]
 
 
+def http_many(A: dict[str, Any]) -> list[list[Any]]:
+    """Several calls to one router's API in one go (``A["calls"]``: method, url, body,
+    worker_key each; ``auth``, ``secrets`` as ``http``): their ``[status, body]`` in order."""
+    return [http({**A, **c}) for c in A["calls"]]
+
+
 def states(A: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The units' states alone (what probe and poll report as "units")."""
     return supervised_states(A, A["units"], _manifest(A))[0]
@@ -772,7 +778,8 @@ def _exec(argv: list[str]) -> None:
 #: subcommand -> (function, prints its result as one JSON line)
 COMMANDS: dict[str, tuple[Callable[[dict[str, Any]], Any], bool]] = {
     "probe": (probe, True), "poll": (poll, True), "wait": (wait, False),
-    "start": (start, False), "http": (http, True), "states": (states, True),
+    "start": (start, False), "http": (http, True), "http-many": (http_many, True),
+    "states": (states, True),
     "sd-start": (sd_start, True), "systemctl": (systemctl, False), "journal": (journal, False),
 }
 

@@ -4,8 +4,8 @@
 Usage (the same argv as SGLang, plus a catalog and a few ``--rehearsal-*`` options)::
 
     python3 rehearsal.py --catalog sglang-0.5.23.json [--rehearsal-id ID] [--rehearsal-role ROLE]
-        [--rehearsal-startup-delay SECONDS] [--rehearsal-kv-timeout SECONDS]
-        --model-path M --host H --port P ...
+        [--rehearsal-startup-delay SECONDS] [--rehearsal-request-delay SECONDS]
+        [--rehearsal-kv-timeout SECONDS] --model-path M --host H --port P ...
 
 ``SGLGEN_CATALOG`` may replace ``--catalog``. The SGLang argv is parsed with a parser built from the
 ServerArgs catalog (:func:`build_parser`), so a flag SGLang would reject fails here too (exit 2).
@@ -19,6 +19,14 @@ What it does, so that routers and launch scripts can be checked without GPUs:
   (``"sgl_gen": {...}`` and the text ``rehearsal <engine id>``);
 * ``--rehearsal-startup-delay`` (or ``SGLGEN_REHEARSAL_STARTUP_DELAY`` in the environment) keeps
   ``/health`` at 503 for that long (weight loading);
+* every generation request (``POST /generate``, ``/v1/completions``, ``/v1/chat/completions``,
+  streamed or not) counts as running from its arrival until its answer is sent: ``/get_load``
+  (``num_reqs``) and ``/v1/loads`` (``num_running_reqs``) report how many are in flight, as
+  SGLang's scheduler does, so a router or a deploy can wait for an engine to drain;
+  ``--rehearsal-request-delay`` (or ``SGLGEN_REHEARSAL_REQUEST_DELAY``; the option wins) makes
+  each of them take that long before it answers (decoding time). An engine stopped meanwhile
+  (SIGTERM) drops its in-flight requests unanswered (the connection closes), as a killed SGLang
+  would;
 * PD: a prefill engine serves HTTP on ``--host``:``--disaggregation-bootstrap-port``
   (``GET /health``; ``GET /route?room=R`` answers once the prefill half of room R has arrived);
   a decode engine receiving ``bootstrap_host``/``bootstrap_port``/``bootstrap_room`` asks that
@@ -37,10 +45,12 @@ This file is copied next to rendered launch scripts, so it must stay a single st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import http.client
 import itertools
 import json
+import math
 import os
 import re
 import signal
@@ -49,6 +59,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -176,6 +187,7 @@ OWN_OPTIONS = {
     "--rehearsal-id": "engine_id",
     "--rehearsal-role": "role",
     "--rehearsal-startup-delay": "startup_delay",
+    "--rehearsal-request-delay": "request_delay",
     "--rehearsal-kv-timeout": "kv_timeout",
 }
 
@@ -282,19 +294,18 @@ class Engine:
         self.node_rank: int = int(args.get("node_rank") or 0)
         self.model_path: str = args["model_path"]
         self.served_model_name: str = args.get("served_model_name") or self.model_path
-        # SGLGEN_REHEARSAL_STARTUP_DELAY (e.g. set in runtime.env) applies to every engine
-        env_delay = os.environ.get("SGLGEN_REHEARSAL_STARTUP_DELAY")
-        if "startup_delay" not in own and env_delay is not None:
-            own = {**own, "startup_delay": env_delay}
-        self.startup_delay = _float_opt(own, "startup_delay", 0.0)
-        self.kv_timeout = _float_opt(own, "kv_timeout", 30.0)
+        # SGLGEN_REHEARSAL_STARTUP_DELAY / _REQUEST_DELAY (e.g. set in runtime.env) apply to
+        # every engine; the command-line option wins
+        self.startup_delay = _seconds(own, "startup_delay", 0.0, "SGLGEN_REHEARSAL_STARTUP_DELAY")
+        self.request_delay = _seconds(own, "request_delay", 0.0, "SGLGEN_REHEARSAL_REQUEST_DELAY")
+        self.kv_timeout = _seconds(own, "kv_timeout", 30.0)
         self.started = time.time()
         self.ready_at = time.monotonic() + self.startup_delay
         self.stop = threading.Event()
         self.exit_code = 0
         self.lock = threading.Lock()
         self.requests = 0
-        self.running = 0
+        self.running = 0  # generation requests in flight (arrived, not yet answered)
         # prefill: bootstrap rooms whose prefill half arrived (room -> arrival time)
         self.rooms: dict[int, float] = {}
         self.rooms_changed = threading.Condition(self.lock)
@@ -341,12 +352,23 @@ class Engine:
         _log(self.engine_id, message)
 
 
-def _float_opt(own: dict[str, str], key: str, default: float) -> float:
+def _seconds(own: dict[str, str], key: str, default: float, env: str | None = None) -> float:
+    """A duration option: ``own[key]``, else the environment variable ``env``, else ``default``;
+    a finite number >= 0."""
+    flag = next(k for k, v in OWN_OPTIONS.items() if v == key)
+    if key in own:
+        raw, where = own[key], flag
+    elif env is not None and env in os.environ:
+        raw, where = os.environ[env], env
+    else:
+        return default
     try:
-        return float(own[key]) if key in own else default
+        value = float(raw)
     except ValueError:
-        flag = next(k for k, v in OWN_OPTIONS.items() if v == key)
-        raise UsageError(f"{flag} expects a number, got {own[key]!r}") from None
+        raise UsageError(f"{where} expects a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{where} expects a finite number of seconds >= 0, got {raw!r}")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,7 +675,34 @@ class EngineHandler(_Handler):
         ident = dict(e.identity, request=n, **wiring)
         return ident, f"rehearsal {e.engine_id}"
 
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Count this generation request as running (``/get_load``, ``/v1/loads``) until it has
+        been answered or has failed."""
+        e = self.engine
+        with e.lock:
+            e.running += 1
+        try:
+            yield
+        finally:
+            with e.lock:
+                e.running -= 1
+
+    def _decode_time(self) -> bool:
+        """Sleep ``--rehearsal-request-delay``; False (connection closed unanswered) when the
+        engine is stopped meanwhile."""
+        e = self.engine
+        if e.request_delay and e.stop.wait(e.request_delay):
+            e.log(f"stopping: dropped an in-flight {self.command} {self.path} unanswered")
+            self.close_connection = True
+            return False
+        return True
+
     def generate(self) -> None:
+        with self._in_flight():
+            self._generate()
+
+    def _generate(self) -> None:
         body = self.read_json()
         ident, text = self._begin(body)
         rid = body.get("rid") or uuid.uuid4().hex
@@ -667,11 +716,17 @@ class EngineHandler(_Handler):
 
         n = _batch_size(body)
         result: Any = [one(i) for i in range(n)] if n is not None else one(0)
+        if not self._decode_time():
+            return
         if body.get("stream"):
             return self.send_sse(result if isinstance(result, list) else [result])
         self.send_json(200, result)
 
     def _openai(self, kind: str) -> None:
+        with self._in_flight():
+            self._openai_reply(kind)
+
+    def _openai_reply(self, kind: str) -> None:
         body = self.read_json()
         ident, text = self._begin(body)
         e = self.engine
@@ -689,6 +744,8 @@ class EngineHandler(_Handler):
             obj = "text_completion"
         reply = {"id": rid, "object": obj, "created": created, "model": model,
                  "choices": [choice], "usage": usage, "sgl_gen": ident}
+        if not self._decode_time():
+            return
         if body.get("stream"):
             if kind == "chat":
                 delta = {"index": 0, "delta": {"role": "assistant", "content": text},

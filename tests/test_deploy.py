@@ -203,7 +203,10 @@ def test_deploy_redeploy_change_one_group_down(deployment, tmp_path):
     pids = {k: u["pid"] for k, u in after.items()}
     r = d.cli("restart", "--rolling")
     assert r.exit_code == 3
-    assert "chat-prefill-0: the only healthy prefill worker of router-chat" in r.stderr
+    assert ("chat: chat-prefill-0 would restart, but it is the only serving prefill engine of "
+            "chat: its router would have no prefill worker meanwhile" in r.stderr)
+    assert "big: big-regular-0 would restart, but it is the only serving regular engine" \
+        in r.stderr
     assert {k: u["pid"] for k, u in d.status().items()} == pids
     # ... and under a steady request loop, the router never loses a request
     stop, results = threading.Event(), {"ok": 0, "errors": []}

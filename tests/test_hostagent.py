@@ -64,7 +64,7 @@ def test_deploy_sends_the_module_itself() -> None:
 def test_main_usage_and_dispatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert hostagent.main([]) == 2
     assert hostagent.main(["nope", "{}"]) == 2
-    usage = "usage: hostagent {probe|poll|wait|start|http|states|sd-start|systemctl|journal} JSON"
+    usage = "usage: hostagent {probe|poll|wait|start|http|http-many|states|sd-start|systemctl|journal} JSON"
     assert usage in capsys.readouterr().err
     assert hostagent.main(["states", json.dumps({"root": str(tmp_path), "units": ["a"]})]) == 0
     assert json.loads(capsys.readouterr().out) == {"a": {"state": "stopped", "pid": None,
@@ -394,6 +394,22 @@ def test_http_with_the_router_s_key(tmp_path: Path, server: Any,
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [200, {"ok": True}]
     assert "s3cret" not in _py_cmd(sys.executable, "http", args)
+
+
+def test_http_many_calls_in_order_with_the_router_s_key(tmp_path: Path, server: Any) -> None:
+    s = server((200, {"ok": 1}), (404, b"no such worker"), (200, {"ok": 3}))
+    env = tmp_path / "secrets.env"
+    env.write_text("ROUTER_KEY=k3y\n")
+    calls = [{"method": "DELETE", "url": s.url + "/workers/a", "body": None, "worker_key": False},
+             {"method": "DELETE", "url": s.url + "/workers/b", "body": None, "worker_key": False},
+             {"method": "POST", "url": s.url + "/workers", "body": {"url": "http://e:1"},
+              "worker_key": True}]
+    args = {"calls": calls, "auth": "ROUTER_KEY", "secrets": str(env)}
+    assert hostagent.http_many(args) == [[200, {"ok": 1}], [404, "no such worker"],
+                                         [200, {"ok": 3}]]
+    assert [x["path"] for x in s.seen[-3:]] == ["/workers/a", "/workers/b", "/workers"]
+    assert all(x["headers"]["Authorization"] == "Bearer k3y" for x in s.seen[-3:])
+    assert json.loads(s.seen[-1]["body"]) == {"url": "http://e:1", "api_key": "k3y"}
 
 
 def test_router_auth_from_an_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -215,6 +215,125 @@ def test_startup_delay_keeps_health_at_503(engine: Callable[..., Proc]) -> None:
     assert http("POST", f"{url}/generate", {"text": "x"})[0] == 200
 
 
+def _loads(url: str) -> tuple[int, int]:
+    """(``/get_load`` num_reqs, ``/v1/loads`` num_running_reqs) of one engine."""
+    status, load = http("GET", f"{url}/get_load")
+    assert status == 200, load
+    status, loads = http("GET", f"{url}/v1/loads")
+    assert status == 200, loads
+    return load[0]["num_reqs"], loads["loads"][0]["num_running_reqs"]
+
+
+def _timed_request(out: dict[str, Any], key: str, method: str, url: str, body: Any) -> None:
+    """http() in a thread: out[key] = (status, body, seconds) or (None, exception, seconds)."""
+    t0 = time.monotonic()
+    try:
+        status, reply = http(method, url, body)
+        out[key] = (status, reply, time.monotonic() - t0)
+    except OSError as exc:
+        out[key] = (None, exc, time.monotonic() - t0)
+
+
+def test_request_delay_counts_in_flight_requests(engine: Callable[..., Proc]) -> None:
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    p = engine("busy", port, "--rehearsal-request-delay", "1.0")
+    wait_healthy(url, p)
+    assert _loads(url) == (0, 0)
+
+    # one /generate in flight: counted by both load endpoints until it is answered
+    out: dict[str, Any] = {}
+    t = threading.Thread(target=_timed_request, args=(out, "gen", "POST", f"{url}/generate",
+                                                      {"text": "hi"}))
+    t.start()
+    wait_until(lambda: _loads(url) != (0, 0), "the request to be counted", p)
+    assert _loads(url) == (1, 1)
+    t.join(timeout=WAIT)
+    status, reply, secs = out["gen"]
+    assert status == 200 and reply["sgl_gen"]["engine_id"] == "busy"
+    assert secs >= 1.0
+    # (the count drops right after the answer is written)
+    wait_until(lambda: _loads(url) == (0, 0), "the count to drop back to 0", p, timeout=2)
+
+    # every generation endpoint counts, streamed ones too, concurrently
+    bodies = {"generate": ("/generate", {"text": "a"}),
+              "stream": ("/generate", {"text": "b", "stream": True}),
+              "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "c"}]}),
+              "chat-stream": ("/v1/chat/completions",
+                              {"messages": [{"role": "user", "content": "d"}], "stream": True}),
+              "completions": ("/v1/completions", {"prompt": "e"})}
+    threads = [threading.Thread(target=_timed_request,
+                                args=(out, key, "POST", url + path, body))
+               for key, (path, body) in bodies.items()]
+    for th in threads:
+        th.start()
+    wait_until(lambda: _loads(url) == (5, 5), "5 requests in flight", p)
+    for th in threads:
+        th.join(timeout=WAIT)
+    for key in bodies:
+        status, reply, secs = out[key]
+        assert status == 200 and secs >= 1.0, (key, out[key])
+    assert "rehearsal busy" in out["stream"][1] and out["stream"][1].endswith("data: [DONE]\n\n")
+    wait_until(lambda: _loads(url) == (0, 0), "the count to drop back to 0", p, timeout=2)
+    # requests refused before they run (an unknown path) are not generation requests
+    assert http("POST", f"{url}/no/such", {})[0] == 404 and _loads(url) == (0, 0)
+
+
+def test_request_delay_from_env_option_wins(spawn: Callable[..., Proc], tmp_path: Path) -> None:
+    ports = [free_port(), free_port()]
+    env = dict(os.environ, SGLGEN_REHEARSAL_REQUEST_DELAY="0.8")
+    base = [sys.executable, str(REHEARSAL), "--catalog", str(CATALOG),
+            "--model-path", str(tmp_path), "--host", HOST]
+    from_env = spawn([*base, "--port", str(ports[0])], "from-env", env)
+    option = spawn([*base, "--port", str(ports[1]), "--rehearsal-request-delay=0"], "option", env)
+    urls = [f"http://{HOST}:{port}" for port in ports]
+    wait_healthy(urls[0], from_env)
+    wait_healthy(urls[1], option)
+    took = []
+    for u in urls:
+        t0 = time.monotonic()
+        assert http("POST", f"{u}/generate", {"text": "x"})[0] == 200
+        took.append(time.monotonic() - t0)
+    assert took[0] >= 0.8
+    assert took[1] < 0.5  # the option (0) wins over the environment (0.8)
+
+
+def test_stopped_engine_drops_in_flight_requests(engine: Callable[..., Proc]) -> None:
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    p = engine("dying", port, "--rehearsal-request-delay", "30")
+    wait_healthy(url, p)
+    out: dict[str, Any] = {}
+    t = threading.Thread(target=_timed_request, args=(out, "gen", "POST", f"{url}/generate",
+                                                      {"text": "x"}))
+    t.start()
+    wait_until(lambda: _loads(url) == (1, 1), "the request to be in flight", p)
+    t0 = time.monotonic()
+    assert p.stop() == 0
+    assert time.monotonic() - t0 < 5  # SIGTERM does not wait for the 30 s request
+    t.join(timeout=WAIT)
+    status, exc, secs = out["gen"]
+    assert status is None and isinstance(exc, OSError), out  # no answer at all, not a 200
+    assert secs < 10
+    assert "dropped an in-flight POST /generate unanswered" in p.text()
+
+
+def test_bad_delays_exit_2(tmp_path: Path) -> None:
+    base = ("--catalog", str(CATALOG), "--model-path", "m", "--port", str(free_port()))
+    neg = run_rehearsal(*base, "--rehearsal-request-delay", "-1")
+    assert neg.returncode == 2
+    assert "--rehearsal-request-delay expects a finite number of seconds >= 0, got '-1'" in \
+        neg.stderr
+    word = run_rehearsal(*base, "--rehearsal-startup-delay", "soon")
+    assert word.returncode == 2
+    assert "--rehearsal-startup-delay expects a number of seconds, got 'soon'" in word.stderr
+    env = dict(os.environ, SGLGEN_REHEARSAL_REQUEST_DELAY="inf")
+    inf = run_rehearsal(*base, env=env)
+    assert inf.returncode == 2
+    assert "SGLGEN_REHEARSAL_REQUEST_DELAY expects a finite number of seconds >= 0, got 'inf'" \
+        in inf.stderr
+
+
 def test_sglgen_catalog_env_and_bad_flags_exit_2(tmp_path: Path) -> None:
     env = dict(os.environ, SGLGEN_CATALOG=str(CATALOG))
     bad = run_rehearsal("--model-path", "m", "--tp-size", "two", env=env)

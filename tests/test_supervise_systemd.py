@@ -22,6 +22,7 @@ import pytest
 
 from tests import systemdhosts
 from tests.helpers import EXAMPLES, generate, reseal, run_cli
+from tests.loadloop import Load
 from tests.systemdhosts import SystemdHosts, python_binds, wait_for
 from tests.tools import missing
 
@@ -261,6 +262,54 @@ def test_one_groups_override_restarts_exactly_that_group(fleet):
         fleet.topo.write_text(example_text())
     doc = fleet.deploy_json()
     assert actions(doc) == {k: "restarted" if k in JUDGE else "unchanged" for k in ALL_UNITS}
+
+
+def test_rolling_under_systemd_loses_no_request_and_changes_membership_live(fleet):
+    """Issue "Change without downtime" under systemd: a group's change rolls out one engine at a
+    time behind its router, and an engine removed and added back changes the router's workers
+    live: its unit file is rewritten (daemon-reload), its process is not restarted."""
+    pids = fleet.main_pids()
+    router = ("node-d", "router-judge")
+    service = f"sgl-{DEP}-router-judge.service"
+    try:
+        fleet.topo.write_text(example_text().replace("mem_fraction_static: 0.8",
+                                                     "mem_fraction_static: 0.65"))
+        with Load({"judge": ROUTERS["judge"]}, rate=20) as load:
+            load.wait_ok(2)
+            doc = fleet.deploy_json("--drain", "5")
+            time.sleep(1)
+        assert load.summary()["total"]["failed"] == 0, load.report()
+        assert doc["rollout"]["batches"] == [["judge-regular-0"], ["judge-regular-1"]]
+        after = fleet.main_pids()
+        assert {k for k in ALL_UNITS if after[k] != pids[k]} == JUDGE
+        # one judge engine fewer, then back: the router's workers change, the router stays
+        changed = fleet.topo.read_text()
+        fewer = changed.replace("total_gpus: 8", "total_gpus: 7").replace(
+            "num_gpus: 2\n        num_gpus_per_engine: 1", "num_gpus: 1\n        num_gpus_per_engine: 1")
+        assert fewer.count("num_gpus: 1\n") == 1
+        for text, verb in ((fewer, "stopped"), (changed, "started")):
+            fleet.topo.write_text(text)
+            reloads = fleet.reloads()
+            with Load({"judge": ROUTERS["judge"]}, rate=20) as load:
+                load.wait_ok(2)
+                doc = fleet.deploy_json("--drain", "5")
+                time.sleep(1)
+            assert load.summary()["total"]["failed"] == 0, load.report()
+            acts = actions(doc)
+            assert acts[router] == "updated"
+            assert acts[("node-d", "engine-judge-regular-1")] == verb
+            assert service in doc["files"]["node-d"]["install"]
+            assert fleet.reloads()["node-d"] > reloads["node-d"]
+            assert fleet.main_pids()[router] == pids[router]
+            expected = 1 if verb == "stopped" else 2
+            assert all_healthy(ROUTERS["judge"], expected), workers(ROUTERS["judge"])
+        # the unit file systemd has now names both engines again
+        unit = fleet.sh("node-d", f"systemctl cat {service}")
+        assert "sgl-ssh-4hosts-engine-judge-regular-1.service" in unit
+    finally:
+        fleet.topo.write_text(example_text())
+    doc = fleet.deploy_json()
+    assert {k for k, a in actions(doc).items() if a != "unchanged"} == JUDGE
 
 
 def test_a_unit_that_fails_at_start_fails_the_deploy_with_its_journal(fleet, tmp_path):

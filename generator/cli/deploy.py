@@ -104,6 +104,35 @@ def _adopt_option(f: Callable[..., Any]) -> Callable[..., Any]:
                              "sgl-gen's.")(f)
 
 
+class _MaxUnavailable(click.ParamType):
+    name = "N|P%"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        from generator.deploy.rollout import parse_max_unavailable
+
+        if isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:
+                return parse_max_unavailable(str(value))
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+        self.fail(f"{value!r} is not a number of engines or a percentage", param, ctx)
+
+
+def _rollout_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--max-unavailable", type=_MaxUnavailable(), default=None,
+                     help="Engines of one model and role restarted at once: N, or P% of the "
+                          "role's engines (at least 1); never the role's last serving one "
+                          "(default: runtime.rollout.max_unavailable, else 1)."),
+        click.option("--drain", type=click.FloatRange(min=0, max=3600), default=None,
+                     help="Seconds an engine taken out of its router may finish its requests "
+                          "in before it stops (default: runtime.rollout.drain, else 30)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 def _err(text: str) -> None:
     click.echo(text, err=True)
 
@@ -144,7 +173,12 @@ def _changes_text(result: Any, title: str) -> str:
         lines += [f"  {m}" for m in refused]
     rows = [dict(r, action=(f"{r['action']} {r['kind']}" if r["action"] != "none" else "nothing"))
             for r in result.rows]
-    return "\n".join(lines) + "\n" + table(rows, ["host", "unit", "action", "reason", "url"])
+    out = "\n".join(lines) + "\n" + table(rows, ["host", "unit", "action", "reason", "url"])
+    ro = result.rollout
+    if ro is not None and (ro.steps or ro.update or ro.restart or ro.start or ro.refused
+                           or ro.warnings):
+        out += "\n".join(ro.text()) + "\n"
+    return out
 
 
 def register(main: click.Group) -> None:
@@ -158,13 +192,19 @@ def register(main: click.Group) -> None:
     @click.option("--dry-run", is_flag=True, help="Connect and preflight; change nothing "
                                                   "(prints what `sgl-gen diff` prints).")
     @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
-                  help="Seconds to wait for engines and routers to become healthy.")
+                  help="Seconds to wait for each step's engines and routers to become healthy.")
+    @_rollout_options
+    @click.option("--allow-downtime", is_flag=True,
+                  help="Stop everything that changes at once and start it again (fastest; "
+                       "requests fail meanwhile) instead of rolling engine by engine.")
     @_adopt_option
     @_output_option
     @boundary
     def deploy(source: str, dry_run: bool, timeout: float, adopt: bool, output: str,
+               max_unavailable: Any, drain: float | None, allow_downtime: bool,
                **kw: Any) -> None:
-        """Push FILE|OUT_DIR to its SSH hosts, (re)start what changed, wait until healthy."""
+        """Push FILE|OUT_DIR to its SSH hosts, roll out what changed behind the routers, wait
+        until healthy."""
         from generator import deploy as d
         from generator.deploy import table
 
@@ -172,7 +212,8 @@ def register(main: click.Group) -> None:
         opts, only = _ssh(kw)
         try:
             result = d.deploy(target, opts, echo=_err, only=only, timeout=timeout,
-                              dry_run=dry_run, adopt=adopt)
+                              dry_run=dry_run, adopt=adopt, max_unavailable=max_unavailable,
+                              drain=drain, allow_downtime=allow_downtime)
         except SglGenError as exc:
             if output == "json":
                 click.echo(json.dumps({"deployment": target.name, "ok": False,
@@ -197,16 +238,22 @@ def register(main: click.Group) -> None:
     @common_options
     @_render_options
     @_ssh_options
+    @_rollout_options
+    @click.option("--allow-downtime", is_flag=True, help="As deploy's.")
     @_adopt_option
     @_output_option
     @boundary
-    def diff_cmd(source: str, adopt: bool, output: str, **kw: Any) -> None:
-        """What `deploy` would change, per host and unit (nothing is changed)."""
+    def diff_cmd(source: str, adopt: bool, output: str, max_unavailable: Any,
+                 drain: float | None, allow_downtime: bool, **kw: Any) -> None:
+        """What `deploy` would change, per host and unit, and its rollout plan (nothing is
+        changed)."""
         from generator import deploy as d
 
         target = _target(source, kw)
         opts, only = _ssh(kw)
-        result = d.diff(target, opts, echo=_err, only=only, adopt=adopt)
+        result = d.diff(target, opts, echo=_err, only=only, adopt=adopt,
+                        max_unavailable=max_unavailable, drain=drain,
+                        allow_downtime=allow_downtime)
         if output == "json":
             click.echo(result.json())
             return
@@ -291,17 +338,17 @@ def register_restart(main: click.Group) -> None:
     @_render_options
     @_ssh_options
     @click.option("--rolling", is_flag=True, required=True,
-                  help="One engine at a time, out of its router and back (required).")
-    @click.option("--drain", type=click.FloatRange(min=0), default=2, show_default=True,
-                  help="Seconds between removing an engine from its router and stopping it.")
+                  help="In batches behind their routers, as deploy rolls a change (required).")
+    @_rollout_options
     @click.option("--allow-downtime", is_flag=True,
-                  help="Also restart an engine that is the only healthy worker of its role.")
+                  help="Also restart a role's only serving engines (together; that role has "
+                       "no worker meanwhile).")
     @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
                   help="Seconds to wait for each engine and router step.")
     @boundary
-    def restart(source: str, units: tuple[str, ...], rolling: bool, drain: float,
-                allow_downtime: bool, timeout: float, **kw: Any) -> None:
-        """Restart the engines of UNITS (default: all), one at a time behind their routers."""
+    def restart(source: str, units: tuple[str, ...], rolling: bool, drain: float | None,
+                max_unavailable: Any, allow_downtime: bool, timeout: float, **kw: Any) -> None:
+        """Restart the engines of UNITS (default: all) in batches behind their routers."""
         from generator import deploy as d
 
         target = _target(source, kw)
@@ -309,5 +356,6 @@ def register_restart(main: click.Group) -> None:
         if only:
             raise SglGenError("restart: name units instead of --hosts", exit_code=2)
         done = d.restart_rolling(target, opts, echo=_err, units=units, timeout=timeout,
-                                 drain=drain, allow_downtime=allow_downtime)
+                                 drain=drain, max_unavailable=max_unavailable,
+                                 allow_downtime=allow_downtime)
         click.echo(f"{target.name}: restarted {len(done)} engine(s): {', '.join(done)}")

@@ -15,6 +15,14 @@ WORKER_TYPES = ("regular", "prefill", "decode", "placeholder", "encoder")
 #: what keeps a host's units running: systemd units, or the pidfile launcher sgl-gen-host.sh
 SUPERVISORS = ("systemd", "bash")
 DEFAULT_SUPERVISOR = "systemd"
+#: rolling deploys (``runtime.rollout``, the schema's bounds; a test keeps them equal): how many
+#: engines of one model and role a batch restarts at once, and the bound in seconds on waiting
+#: for an engine's in-flight requests after it left its router
+DEFAULT_MAX_UNAVAILABLE = 1
+DEFAULT_DRAIN = 30
+MAX_DRAIN = 3600
+#: ``max_unavailable`` as a percentage of a role's engines: "P%", P an integer 1..100
+PERCENT_PATTERN = r"^(?:[1-9][0-9]?|100)%$"
 PLAN_VERSION = 1
 
 
@@ -53,6 +61,15 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class RolloutSpec:
+    """``runtime.rollout``: values as the topology wrote them (an int stays an int, a float a
+    float, a percentage the string ``"25%"``), so plan.json says what the file says."""
+
+    max_unavailable: int | str = DEFAULT_MAX_UNAVAILABLE  # engines, or "P%" of a role's engines
+    drain: int | float = DEFAULT_DRAIN  # seconds
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     python: str = "python3"
     workdir: str = "/var/lib/sgl-gen"
@@ -60,6 +77,7 @@ class RuntimeSpec:
     secrets_env_file: str | None = None
     container: ContainerSpec | None = None
     supervisor: str = DEFAULT_SUPERVISOR
+    rollout: RolloutSpec = RolloutSpec()
 
 
 @dataclass(frozen=True)

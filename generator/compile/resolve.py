@@ -26,11 +26,14 @@ from generator.compile.catalog import load_catalog
 from generator.compile.credentials import CREDENTIAL_ENV, is_credential_name, last_word, url_has_credential
 from generator.compile.loader import PathT, SourceMap, format_path
 from generator.compile.model import (
+    DEFAULT_DRAIN,
+    DEFAULT_MAX_UNAVAILABLE,
     DEFAULT_SUPERVISOR,
     ContainerSpec,
     GroupSpec,
     HostSpec,
     ModelSpec,
+    RolloutSpec,
     RuntimeSpec,
     SlurmSpec,
     Topology,
@@ -338,7 +341,8 @@ def resolve(data: dict[str, Any], smap: SourceMap, *, local: bool = False) -> To
     rt = RuntimeSpec(python=runtime.get("python", default_python),
                      workdir=runtime.get("workdir", "/var/lib/sgl-gen"), env=env,
                      secrets_env_file=runtime.get("secrets_env_file"), container=container,
-                     supervisor=runtime.get("supervisor", DEFAULT_SUPERVISOR))
+                     supervisor=runtime.get("supervisor", DEFAULT_SUPERVISOR),
+                     rollout=_rollout(runtime.get("rollout", {})))
     if ctx.errors:
         raise TopologyError(ctx.errors + ctx.warnings)
     return Topology(
@@ -425,6 +429,12 @@ def _group_sums(smap: SourceMap, data: dict[str, Any]) -> str:
 def _group_sites(smap: SourceMap, data: dict[str, Any]) -> str:
     o = smap.at(("sglang",), key=True)
     return f"{o.file}:{o.line}:{o.col} ({_group_sums(smap, data)})"
+
+
+def _rollout(raw: dict[str, Any]) -> RolloutSpec:
+    """``runtime.rollout`` with its defaults (the schema checked the values)."""
+    return RolloutSpec(max_unavailable=raw.get("max_unavailable", DEFAULT_MAX_UNAVAILABLE),
+                       drain=raw.get("drain", DEFAULT_DRAIN))
 
 
 def _env_text(value: Any) -> str:

@@ -128,11 +128,41 @@ def _expected(types: Any) -> str:
     return " or ".join(_TYPE_NAMES.get(t, t) for t in types)
 
 
+#: what ``runtime.rollout``'s values are, said with any problem of theirs
+_ROLLOUT_HINTS: dict[PathT, str] = {
+    ("runtime", "rollout", "max_unavailable"):
+        "a number of engines (2) or a percentage of each role's engines (25%)",
+    ("runtime", "rollout", "drain"):
+        "seconds, from 0 (restart without waiting for in-flight requests) to 3600",
+}
+
+
+def _max_unavailable_hint(value: str) -> str:
+    """Why a string is no ``max_unavailable``: the common slips get their own words."""
+    number = value.removesuffix("%")
+    if value.isascii() and number.isdigit():
+        # (no int(): a string of 5,000 digits is past what Python converts)
+        shown = number.lstrip("0") or "0"
+        if not value.endswith("%") and len(shown) <= 18:  # (an integer YAML can hold)
+            return (f"an engine count is an integer: write {shown} without quotes"
+                    if shown != "0" else "at least 1 engine")
+        if not value.endswith("%"):
+            return _ROLLOUT_HINTS[("runtime", "rollout", "max_unavailable")]
+        if shown == "0" or len(shown) > 3 or int(shown) > 100:
+            return "a percentage is from 1% to 100% of a role's engines"
+        return f"write {shown}% without leading zeros"
+    if value.isascii() and value.endswith("%") and number.replace(".", "", 1).isdigit():
+        return "the percentage is a whole number (25%)"
+    return _ROLLOUT_HINTS[("runtime", "rollout", "max_unavailable")]
+
+
 def _pattern_hint(path: PathT, value: Any) -> str:
     if not isinstance(value, str):
         return ""
     if value != value.rstrip():  # also U+2028, U+0085: str.rstrip() strips every line break
         return "remove the trailing line break or space"
+    if path == ("runtime", "rollout", "max_unavailable"):
+        return _max_unavailable_hint(value)
     if path == ("runtime", "python") and any(c in value for c in "$`~"):
         return ("sgl-gen expands no variables here: the scripts, the units and deploy's probe "
                 "run exactly this word; write the absolute path")
@@ -162,7 +192,8 @@ def _errors_for(err: jsonschema.ValidationError, smap: SourceMap) -> list[Diagno
                 else err.validator_value):
             hint = f"write {int(inst)} without a decimal point"
         return [smap.diag(path, f"must be {_expected(err.validator_value)}, "
-                                f"got {_type_of(inst)} {describe(inst, path)}", hint=hint)]
+                                f"got {_type_of(inst)} {describe(inst, path)}",
+                          hint=hint or _ROLLOUT_HINTS.get(path, ""))]
     if v == "enum":
         if is_secret_path(path):
             return [smap.diag(path, "is not one of the allowed values")]
@@ -170,9 +201,11 @@ def _errors_for(err: jsonschema.ValidationError, smap: SourceMap) -> list[Diagno
         hint = did_you_mean(str(inst), [str(c) for c in err.validator_value])
         return [smap.diag(path, f"{describe(inst, path)} is not one of: {choices}", hint=hint)]
     if v == "minimum":
-        return [smap.diag(path, f"must be >= {err.validator_value}, got {describe(inst, path)}")]
+        return [smap.diag(path, f"must be >= {err.validator_value}, got {describe(inst, path)}",
+                          hint=_ROLLOUT_HINTS.get(path, ""))]
     if v == "maximum":
-        return [smap.diag(path, f"must be <= {err.validator_value}, got {describe(inst, path)}")]
+        return [smap.diag(path, f"must be <= {err.validator_value}, got {describe(inst, path)}",
+                          hint=_ROLLOUT_HINTS.get(path, ""))]
     if v == "minItems":
         return [smap.diag(path, f"must have at least {err.validator_value} item(s)")]
     if v == "minLength":

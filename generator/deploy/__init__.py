@@ -29,15 +29,19 @@ A deploy, every step on all hosts in parallel (session.py, decide.py, commands.p
    manager, lingering, the unit files and whether they are enabled) and each unit's state;
 3. preflight: every problem on every host at once;
 4. decide per unit: ``start`` (not running), ``restart`` (its files changed, or it moves to the
-   other supervisor; every rank of a multi-node engine together), ``stop`` (no longer in the
-   plan), ``none``;
-5. stop routers, then engines, that must stop; upload files whose checksum or mode differs
-   (SFTP to a temporary name, then rename); delete the files the previous manifest lists that the
-   render no longer has; systemd: install changed unit files, one ``daemon-reload`` only when one
-   changed, ``enable`` what is not enabled;
-6. start engines; wait until every rank-0 ``/health`` answers 200, failing at once when a unit's
-   process exits (its exit status and the end of its log or journal); start routers; wait until
-   each router's ``GET /workers`` lists exactly its engines, all healthy; write the manifest.
+   other supervisor; every rank of a multi-node engine together), ``update`` (a router whose
+   worker list alone changed: applied live), ``stop`` (no longer in the plan), ``none``; and the
+   rollout (rollout.py), from each running router's ``GET /workers``;
+5. take the engines that leave out of their routers, drain and stop them (``--allow-downtime``:
+   stop every router and engine that restarts or goes); upload files whose checksum or mode
+   differs (SFTP to a temporary name, then rename); delete the files the previous manifest lists
+   that the render no longer has; systemd: install changed unit files, one ``daemon-reload``
+   only when one changed, ``enable`` what is not enabled;
+6. start new engines and add them to their routers; roll the restarts out in batches per model
+   and role (out of the router, drained, restarted, healthy, back in: rolling.py); make each
+   router that stays list exactly its engines; restart the routers whose own settings changed,
+   start those not running; wait until each router's ``GET /workers`` lists exactly its engines,
+   all healthy; write the manifest.
 
 Health checks run on the hosts over the SSH connection, so the operator's machine needs nothing
 but SSH.

@@ -6,10 +6,11 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from generator.deploy.changes import Changes
+from generator.deploy.changes import Changes, UnitAction
 from generator.deploy.decide import Remote, decide, preflight
 from generator.deploy.hostfiles import (
     foreign_unit_dir,
@@ -19,6 +20,8 @@ from generator.deploy.hostfiles import (
     upload,
     write_manifest,
 )
+from generator.deploy.rolling import Roller, live_routers, router_hosts, run_steps
+from generator.deploy.rollout import Rollout, plan_rollout
 from generator.deploy.session import Session, wait, workers_ok
 from generator.deploy.spec import Echo, Target, UnitSpec
 from generator.deploy.supervisors import Supervisor, Systemd, supervisor_for
@@ -34,6 +37,7 @@ class Result:
     rows: list[dict[str, Any]]
     error: str | None = None
     supervisors: dict[str, str] | None = None  # host -> "systemd (system units in ...)"
+    rollout: Rollout | None = None
 
     def json(self) -> str:
         ch = self.changes
@@ -47,6 +51,7 @@ class Result:
                           "uninstall": ch.uninstall.get(h, [])}
                       for h in sorted(ch.upload)},
             "refused": [m for h in sorted(ch.refused) for m in ch.refused[h]],
+            "rollout": self.rollout.json() if self.rollout is not None else None,
         }, indent=2, sort_keys=True)
 
 
@@ -64,20 +69,23 @@ def _supervisors(sups: dict[str, Supervisor]) -> dict[str, str]:
 
 
 def _rows(ch: Changes, phase: str, target: Target) -> list[dict[str, Any]]:
-    past = {"start": "started", "restart": "restarted", "stop": "stopped", "none": "unchanged"}
+    past = {"start": "started", "restart": "restarted", "stop": "stopped", "none": "unchanged",
+            "update": "updated"}
     sup = {h.host: h.supervisor for h in target.hosts}
     return [{"host": a.host, "unit": a.unit, "kind": a.kind, "supervisor": sup.get(a.host),
              "action": a.action if phase == "plan" else past[a.action],
              "reason": a.reason, "was": a.state, "url": a.url} for a in ch.units]
 
 
-def _stop_phase(s: Session, ch: Changes, sups: dict[str, Supervisor], echo: Echo) -> None:
-    """Stop routers on every host, then engines: what restarts or goes, each by the supervisor
-    that runs it now."""
+def _stop_phase(s: Session, ch: Changes, sups: dict[str, Supervisor], echo: Echo,
+                which: Callable[[UnitAction], bool] | None = None) -> None:
+    """Stop routers on every host, then engines: what restarts or goes (``which``: of those,
+    these), each by the supervisor that runs it now."""
     for kind in ("router", "engine"):
         def stop(h: Host, kind: str = kind) -> None:
             acts = [a for a in ch.units if a.host == h.name and a.kind == kind
-                    and a.action in ("restart", "stop") and a.state in ("running", "dead")]
+                    and a.action in ("restart", "stop") and a.state in ("running", "dead")
+                    and (which is None or which(a))]
             for by in sorted({a.stop_with or h.spec.supervisor for a in acts}):
                 names = [a.unit for a in acts if (a.stop_with or h.spec.supervisor) == by]
                 echo(f"  stop    {h.name} {' '.join(names)}"
@@ -90,106 +98,222 @@ def _stop_phase(s: Session, ch: Changes, sups: dict[str, Supervisor], echo: Echo
 
 def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = (),
            timeout: float = 600, dry_run: bool = False, min_free_mb: int = 100,
-           adopt: bool = False) -> Result:
+           adopt: bool = False, max_unavailable: int | str | None = None,
+           drain: float | None = None, allow_downtime: bool = False) -> Result:
     """Converge the hosts on the target. Raises DeployError (exit 3) on failure. ``adopt``: a
-    root without a manifest is deployed into; its files are kept (and reported)."""
-    with Session(target, opts, echo, only) as s:
+    root without a manifest is deployed into; its files are kept (and reported). Changes roll
+    out engine by engine behind the routers (rollout.py) unless ``allow_downtime``."""
+    mu = target.max_unavailable if max_unavailable is None else max_unavailable
+    drain = target.drain if drain is None else drain
+    with Session(target, opts, echo, only, api_only=router_hosts(target, only)) as s:
         remotes = s.probe(gpus=True)
         ch = decide(target, remotes, adopt)
-        problems = preflight(target, remotes, ch, min_free_mb << 20)
+        live = live_routers(s)
+        ro = plan_rollout(target, ch, _deployed_urls(remotes), live, {h.name for h in s.hosts},
+                          max_unavailable=mu, drain=drain, allow_downtime=allow_downtime)
+        problems = preflight(target, remotes, ch, min_free_mb << 20,
+                             stop_all=allow_downtime) + ro.refused
         if problems:
             raise DeployError("preflight failed:\n" + "\n".join(f"  {p}" for p in problems))
         sups = _sups(s, remotes)
         if dry_run:
-            return Result(target, ch, _rows(ch, "plan", target), supervisors=_supervisors(sups))
+            return Result(target, ch, _rows(ch, "plan", target), supervisors=_supervisors(sups),
+                          rollout=ro)
         n_up = sum(len(v) for v in ch.upload.values())
         echo(f"preflight ok on {len(s.hosts)} host(s); {n_up} file(s) to upload, "
-             f"{sum(1 for a in ch.units if a.action != 'none')} unit(s) to (re)start or stop")
+             f"{sum(1 for a in ch.units if a.action != 'none')} unit(s) to change")
         for name, text in _supervisors(sups).items():
             echo(f"  {name}: supervisor {text}")
-        _stop_phase(s, ch, sups, echo)
-        unit_dir = {n: sup.unit_dir if isinstance(sup, Systemd) else None
-                    for n, sup in sups.items()}
-        manifests = {h.name: remotes[h.name].probe.get("manifest") for h in s.hosts}
+        if any(a.action != "none" for a in ch.units):
+            for line in ro.text():
+                echo(line)
+        run = _Run(s, target, ch, remotes, sups, echo, timeout)
+        known = {url for url in _deployed_urls(remotes).values() if url} | {
+            u.url for u in target.units() if u.kind == "engine"}
+        roller = Roller(s, sups, echo, timeout, drain, run.start_units,
+                        {(a.host, a.unit): a.stop_with for a in ch.units if a.stop_with}, known,
+                        {h.name for h in s.hosts})
+        if ro.mode == "rolling":  # before the files change: their units leave the render
+            for st in ro.steps:
+                if st.kind == "remove":
+                    echo(f"step {ro.steps.index(st) + 1}/{len(ro.steps)}: remove "
+                         f"{', '.join(i.id for i in st.items)}")
+                    roller.remove(st.items)
+        if ro.mode == "downtime":
+            _stop_phase(s, ch, sups, echo)
+        else:  # what goes without serving anything: routers of models gone, engines no router
+            # lists
+            leaving = {u for st in ro.steps if st.kind == "remove" for i in st.items
+                       for u in i.units}
+            _stop_phase(s, ch, sups, echo, lambda a: a.action == "stop" and (
+                a.kind == "router" or (a.host, a.unit) not in leaving))
+        parallel(s.hosts, run.put_files)
+        if ro.mode == "downtime":
+            run.downtime(roller, ro)
+        else:
+            run_steps(ro, roller, echo, skip_removals=True)
+            run.routers(roller, ro)
+        return Result(target, ch, _rows(ch, "done", target), supervisors=_supervisors(sups),
+                      rollout=ro)
 
-        def put_files(h: Host) -> None:
-            manifests[h.name] = upload(h, ch, manifests[h.name], remotes[h.name].probe,
-                                       target, unit_dir[h.name], echo)
-            sup = sups[h.name]
-            if not isinstance(sup, Systemd) and ch.uninstall.get(h.name):
-                # the host moved to bash: the unit files sgl-gen installed go (disabled first)
-                sup = Systemd(h, target.name, remotes[h.name].systemd)
-            sup.install(ch, echo)
-        parallel(s.hosts, put_files)
 
-        token = uuid.uuid4().hex[:12]
-        deadline = time.monotonic() + timeout
-        running: dict[str, dict[str, str]] = {h.name: {} for h in s.hosts}
+def _deployed_urls(remotes: dict[str, Remote]) -> dict[tuple[str, str], str | None]:
+    out: dict[tuple[str, str], str | None] = {}
+    for name, r in remotes.items():
+        units = (r.probe.get("manifest") or {}).get("units") if isinstance(
+            r.probe.get("manifest"), dict) else None
+        for unit in (units or {}) if isinstance(units, dict) else {}:
+            out[(name, str(unit))] = r.deployed_url(str(unit))
+    return out
+
+
+class _Run:
+    """One deploy's bookkeeping on its hosts: what each runs (its manifest), the uploads, the
+    starts, and the routers at the end."""
+
+    def __init__(self, s: Session, target: Target, ch: Changes, remotes: dict[str, Remote],
+                 sups: dict[str, Supervisor], echo: Echo, timeout: float):
+        self.s, self.target, self.ch, self.remotes = s, target, ch, remotes
+        self.sups, self.echo, self.timeout = sups, echo, timeout
+        self.unit_dir = {n: sup.unit_dir if isinstance(sup, Systemd) else None
+                         for n, sup in sups.items()}
+        self.manifests = {h.name: remotes[h.name].probe.get("manifest") for h in s.hosts}
+        self.before = {n: (m.get("units") if isinstance(m, dict) else None)
+                       for n, m in self.manifests.items()}
+        # what runs: the unchanged units as rendered; one whose files changed keeps its old
+        # record until it restarts (a rollout cut short restarts it on the next deploy)
+        self.running: dict[str, dict[str, str]] = {h.name: {} for h in s.hosts}
         for h in s.hosts:
             for u in h.spec.units:
-                a = next(x for x in ch.units if x.host == h.name and x.unit == u.name)
+                a = self.action(h.name, u.name)
+                old = remotes[h.name].deployed_hash(u)
                 if a.action == "none":
-                    running[h.name][u.name] = h.spec.unit_hash(u)
+                    self.running[h.name][u.name] = h.spec.unit_hash(u)
+                elif a.action in ("restart", "update") and old and a.state == "running":
+                    self.running[h.name][u.name] = old
+        self.token = uuid.uuid4().hex[:12]
 
-        def to_start(h: Host, kinds: tuple[str, ...]) -> list[str]:
-            return [a.unit for a in ch.units if a.host == h.name and a.kind in kinds
-                    and a.action in ("start", "restart")]
+    def action(self, host: str, unit: str) -> Any:
+        return next(x for x in self.ch.units if x.host == host and x.unit == unit)
 
-        # Engines start first and must be healthy before routers start. When no router has to
-        # start, one wait covers both: engines healthy and every router listing its workers.
-        started: set[str] = set()
-        restarts: dict[str, dict[str, Any]] = {h.name: {} for h in s.hosts}
-        any_router = any(to_start(h, ("router",)) for h in s.hosts)
-        phases = [("engine",), ("router",)] if any_router else [("engine", "router")]
+    def doc(self, h: Host) -> dict[str, Any]:
+        return manifest_doc(h, self.target, self.running[h.name], self.unit_dir[h.name],
+                            self.before[h.name])
+
+    def put_files(self, h: Host) -> None:
+        self.manifests[h.name] = upload(h, self.ch, self.manifests[h.name],
+                                        self.remotes[h.name].probe, self.target,
+                                        self.unit_dir[h.name], self.echo)
+        sup = self.sups[h.name]
+        if not isinstance(sup, Systemd) and self.ch.uninstall.get(h.name):
+            # the host moved to bash: the unit files sgl-gen installed go (disabled first)
+            sup = Systemd(h, self.target.name, self.remotes[h.name].systemd)
+        sup.install(self.ch, self.echo)
+
+    def start_units(self, h: Host, names: list[str], token: str) -> dict[str, Any]:
+        for u in h.spec.units:
+            if u.name in names:
+                self.running[h.name][u.name] = h.spec.unit_hash(u)
+        doc = self.doc(h)
+        got = self.sups[h.name].start(names, self.timeout + 30, token,
+                                      None if doc == self.manifests[h.name] else doc)
+        self.manifests[h.name] = doc
+        return got
+
+    def record(self, h: Host, names: list[str]) -> None:
+        for u in h.spec.units:
+            if u.name in names:
+                self.running[h.name][u.name] = h.spec.unit_hash(u)
+        self.manifests[h.name] = write_manifest(h, self.doc(h), self.manifests[h.name])
+
+    def routers(self, roller: Roller, ro: Rollout) -> None:
+        """Routers that stay: their worker lists made exact, live; those whose own settings
+        changed restart (once), those not running start; then every router must list exactly
+        its engines, healthy."""
+        restart = set(ro.restart)
+        by_host = self._settle_routers(roller, ro)
+        t0 = time.monotonic()
+        if restart:
+            def stop(h: Host) -> None:
+                names = [n for n in by_host.get(h.name, []) if n in restart]
+                if names:
+                    self.echo(f"  stop    {h.name} {' '.join(names)}")
+                    self.sups[h.name].stop(names, what=f"stop {' '.join(names)}")
+            parallel(self.s.hosts, stop)
+        self._start_and_wait(by_host)
+        if restart:
+            self.echo(f"  {', '.join(sorted(restart))}: restarted; without a router for "
+                      f"{time.monotonic() - t0:.1f}s")
+
+    def _settle_routers(self, roller: Roller, ro: Rollout) -> dict[str, list[str]]:
+        """Make every live router that stays list exactly its engines and record the updated
+        ones; return, per host, the routers that (re)start."""
+        for rname in sorted(set(ro.live) - set(ro.restart) - set(ro.start)):
+            if rname in roller.routers and self.s.has(roller.routers[rname].host):
+                roller.reconcile(rname)
+        by_host: dict[str, list[str]] = {}
+        for h in self.s.hosts:
+            acts = {u.name: self.action(h.name, u.name).action for u in h.spec.units
+                    if u.kind == "router"}
+            if any(a == "update" for a in acts.values()):
+                self.record(h, [n for n, a in acts.items() if a == "update"])
+            starting = [n for n, a in acts.items() if a in ("restart", "start")]
+            if starting:
+                by_host[h.name] = starting
+        return by_host
+
+    def _start_and_wait(self, by_host: dict[str, list[str]]) -> None:
+        """Start the routers of ``by_host``; wait until every router of the selected hosts
+        lists exactly its engines, healthy; the last manifests."""
+        token = self.token
+        started = set()
         try:
-            for kinds in phases:
-                def start(h: Host, kinds: tuple[str, ...] = kinds) -> None:
-                    names = to_start(h, kinds)
-                    for u in h.spec.units:
-                        if u.name in names:
-                            running[h.name][u.name] = h.spec.unit_hash(u)
-                    doc = manifest_doc(h, target, running[h.name], unit_dir[h.name])
-                    if names:
-                        echo(f"  start   {h.name} {' '.join(names)}")
-                        started.add(h.name)
-                        restarts[h.name].update(sups[h.name].start(
-                            names, timeout + 30, token,
-                            None if doc == manifests[h.name] else doc))
-                        manifests[h.name] = doc
-                    else:
-                        manifests[h.name] = write_manifest(h, doc, manifests[h.name])
-                parallel(s.hosts, start)
-                units = [u for h in s.hosts for u in h.spec.units if u.kind in kinds]
-                checks = [(u, u.health_url) for u in units if u.kind == "engine" and u.health_url]
-                checks += [(u, u.url + "/workers") for u in units if u.kind == "router"]
-                if not checks:
-                    continue
-                n_eng = sum(u.kind == "engine" for u, _ in checks)
-                waits = [(n, kind, verb) for n, kind, verb in (
-                    (n_eng, "engine", "to become healthy"),
-                    (len(checks) - n_eng, "router", "to list exactly their workers as healthy"))
-                    if n]
-                echo("waiting for " + " and ".join(f"{n} {k}(s) {v}" for n, k, v in waits))
-                last = kinds == phases[-1]
-                wait(s, " and ".join(f"{k}s {v}" for _, k, v in waits), checks, units,
-                     max(1.0, deadline - time.monotonic()), token, echo, timeout,
-                     finish=started if last else (), restarts=restarts)
-                if last:
-                    started.clear()  # the last wait cleaned up after itself
-        except BaseException:
-            s.end_watch(token)  # a failed wait may have left abort files on any host
-            raise
-        s.end_watch(token, started)
-        return Result(target, ch, _rows(ch, "done", target), supervisors=_supervisors(sups))
+            for h in self.s.hosts:
+                if by_host.get(h.name):
+                    started.add(h.name)
+            parallel([h for h in self.s.hosts if h.name in started],
+                     lambda h: self.start_units(h, by_host[h.name], token))
+            for line in [f"  start   {n} {' '.join(by_host[n])}" for n in sorted(started)]:
+                self.echo(line)
+            units = [u for h in self.s.hosts for u in h.spec.units if u.kind == "router"]
+            checks = [(u, u.url + "/workers") for u in units]
+            for h in self.s.hosts:
+                if h.name not in started:
+                    self.manifests[h.name] = write_manifest(h, self.doc(h), self.manifests[h.name])
+            if checks:
+                self.echo(f"waiting for {len(checks)} router(s) to list exactly their workers "
+                          f"as healthy")
+                wait(self.s, "routers to list exactly their workers as healthy", checks,
+                     [u for u in units if self.s.has(u.host)], self.timeout, token, self.echo,
+                     finish=started)
+                started = set()
+        finally:
+            self.s.end_watch(token, started)
+
+    def downtime(self, roller: Roller, ro: Rollout) -> None:
+        """``--allow-downtime``: every engine that changes starts at once (they were stopped),
+        the routers that stay get their worker lists, then the rest as ``routers``."""
+        items = [i for st in ro.steps if st.kind == "start" for i in st.items]
+        if items:
+            roller.start(items, "engines")
+        by_host = self._settle_routers(roller, ro)
+        self._start_and_wait(by_host)
 
 
 def diff(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = (),
-         adopt: bool = False) -> Result:
-    with Session(target, opts, echo, only) as s:
+         adopt: bool = False, max_unavailable: int | str | None = None,
+         drain: float | None = None, allow_downtime: bool = False) -> Result:
+    """What ``deploy`` would change, and the rollout it would run."""
+    with Session(target, opts, echo, only, api_only=router_hosts(target, only)) as s:
         remotes = s.probe()
         ch = decide(target, remotes, adopt)
+        ro = plan_rollout(
+            target, ch, _deployed_urls(remotes), live_routers(s), {h.name for h in s.hosts},
+            max_unavailable=target.max_unavailable if max_unavailable is None
+            else max_unavailable, drain=target.drain if drain is None else drain,
+            allow_downtime=allow_downtime)
         return Result(target, ch, _rows(ch, "plan", target),
-                      supervisors=_supervisors(_sups(s, remotes)))
+                      supervisors=_supervisors(_sups(s, remotes)), rollout=ro)
 
 
 def status(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = ()

@@ -42,6 +42,23 @@ class Remote:
     def systemd(self) -> dict[str, Any]:
         return dict(self.probe.get("systemd") or {})
 
+    def deployed_settings(self, u: UnitSpec) -> str | None:
+        """A router's settings checksum (its files without the worker membership) as deployed."""
+        rec = ((self.probe.get("manifest") or {}).get("units") or {}).get(u.name)
+        return str(rec["settings"]) if isinstance(rec, dict) and rec.get("settings") else None
+
+    def deployed_url(self, unit: str) -> str | None:
+        rec = ((self.probe.get("manifest") or {}).get("units") or {}).get(unit)
+        return str(rec["url"]) if isinstance(rec, dict) and rec.get("url") else None
+
+    def unit_file_drifted(self, u: UnitSpec) -> bool:
+        """Its installed unit file is not the one sgl-gen installed (edited, or gone)."""
+        if self.host.spec.supervisor != "systemd":
+            return False
+        owned = owned_unit_files(self.probe, self.host.spec.deployment)
+        got = (self.systemd.get("installed") or {}).get(u.service)
+        return got is None or len(got) > 2 or got[0] != owned.get(u.service)
+
     def deployed_hash(self, u: UnitSpec) -> str | None:
         man = self.probe.get("manifest") or {}
         rec = (man.get("units") or {}).get(u.name)
@@ -73,6 +90,10 @@ def decide(target: Target, remotes: dict[str, Remote], adopt: bool = False) -> C
                 wanted[u.name] = (h, u, "restart")
             elif st != "running":
                 wanted[u.name] = (h, u, "start")
+            elif u.kind == "router" and r.deployed_hash(u) != h.unit_hash(u) \
+                    and r.deployed_settings(u) == u.settings and not r.unit_file_drifted(u):
+                # only its worker list changed: applied live (POST/DELETE /workers)
+                wanted[u.name] = (h, u, "update")
             elif r.deployed_hash(u) != h.unit_hash(u) or u.service in ch.install[h.host]:
                 # (a unit file rewritten because it differs from sgl-gen's: its unit restarts)
                 wanted[u.name] = (h, u, "restart")
@@ -89,7 +110,8 @@ def decide(target: Target, remotes: dict[str, Remote], adopt: bool = False) -> C
                 h, u, act = wanted[n]
                 if act == "none":
                     wanted[n] = (h, u, "restart")
-    reasons = {"start": "not running", "restart": "its files changed", "none": "unchanged"}
+    reasons = {"start": "not running", "restart": "its files changed", "none": "unchanged",
+               "update": "only its workers changed: updated live, not restarted"}
     for h in target.hosts:
         if h.host not in remotes:
             continue
@@ -107,6 +129,8 @@ def decide(target: Target, remotes: dict[str, Remote], adopt: bool = False) -> C
                 reason = "its installed unit file differs from sgl-gen's"
             elif act == "restart" and r.deployed_hash(u) == h.unit_hash(u):
                 reason = "another rank of its engine restarts"
+            elif act == "restart" and u.kind == "router":
+                reason = "its own settings changed"
             elif act == "start" and st == "dead":
                 reason = "its process exited"
             ch.units.append(UnitAction(h.host, u.name, u.kind, act, reason, u.url, st,
@@ -147,7 +171,9 @@ def _systemd_problems(h: HostSpec, r: Remote) -> list[str]:
 
 
 def preflight(target: Target, remotes: dict[str, Remote], ch: Changes,
-              min_free: int) -> list[str]:
+              min_free: int, stop_all: bool = False) -> list[str]:
+    """Every problem on every host. ``stop_all`` (--allow-downtime): what restarts or goes
+    stops before anything starts, so a port one of them holds is free by then."""
     problems: list[str] = []
     t = target
     for name, r in sorted(remotes.items()):
@@ -177,12 +203,21 @@ def preflight(target: Target, remotes: dict[str, Remote], ch: Changes,
                             f"{' '.join(masked)}, if you masked it for no lasting reason)")
         listening = set(p.get("listen") or ())
         units = r.units
+        moving = [a.unit for a in ch.units if a.host == name and a.action in ("restart", "stop")
+                  and a.state == "running"]
         for port, unit in spec.ports:
             mine_running = "running" in (units.get(unit, {}).get("state"),
                                          r.other_units.get(unit, {}).get("state"))
             if port in listening and not mine_running:
-                problems.append(f"{name}: port {port} ({unit}) is already in use on "
-                                f"{spec.address} by another process")
+                if moving and stop_all:
+                    continue  # held, presumably, by one of the units that stop first
+                problems.append(
+                    f"{name}: port {port} ({unit}) is already in use on {spec.address} by "
+                    f"another process" + (
+                        f" (if one of this deployment's units that restart or go holds it "
+                        f"({', '.join(moving[:3])}{', ...' if len(moving) > 3 else ''}): a "
+                        f"rolling deploy starts {unit} before they stop; deploy with "
+                        f"--allow-downtime)" if moving else ""))
         problems += _secrets_problems(name, spec, p.get("secrets"), t.secrets_env_file)
         problems += ch.refused.get(name, [])
     return problems

@@ -186,8 +186,18 @@ def unit_file_changes(h: HostSpec, probe: dict[str, Any], adopt: bool, ch: Chang
 
 
 def manifest_doc(host: Host, target: Target, units: dict[str, str],
-                 unit_dir: str | None = None) -> dict[str, Any]:
+                 unit_dir: str | None = None, before: Any = None) -> dict[str, Any]:
+    """``units``: name -> the checksum of what runs; a unit whose files changed but that has
+    not restarted yet keeps the record ``before`` (the manifest's units as deployed) has."""
     spec = host.spec
+    before = before if isinstance(before, dict) else {}
+
+    def settings(u: Any) -> dict[str, str]:
+        if units[u.name] == spec.unit_hash(u):
+            return {"settings": u.settings} if u.settings else {}
+        rec = before.get(u.name)
+        got = rec.get("settings") if isinstance(rec, dict) else None
+        return {"settings": str(got)} if got else {}
     doc: dict[str, Any] = {
         "deployment": target.name,
         "generator": f"sgl-gen {__version__}",
@@ -195,7 +205,10 @@ def manifest_doc(host: Host, target: Target, units: dict[str, str],
         "rehearse": target.rehearse,
         "supervisor": spec.supervisor,
         "files": {rel: spec.sha(rel) for rel in sorted(spec.files)},
-        "units": {u.name: {"kind": u.kind, "hash": units[u.name], "url": u.url}
+        "units": {u.name: {"kind": u.kind, "hash": units[u.name],
+                           "url": u.url if units[u.name] == spec.unit_hash(u) else str(
+                               (before.get(u.name) or {}).get("url") or u.url),
+                           **settings(u)}
                   for u in spec.units if u.name in units},
     }
     if spec.supervisor == "systemd" and unit_dir:

@@ -33,6 +33,9 @@ class Session:
     echo: Echo
     only: tuple[str, ...] = ()  # --hosts
     hosts: list[Host] = field(default_factory=list)
+    # hosts outside --hosts connected only to call their routers' APIs (nothing changes there)
+    api_only: tuple[str, ...] = ()
+    aux: list[Host] = field(default_factory=list)
 
     def selected(self) -> list[HostSpec]:
         if not self.only:
@@ -47,9 +50,13 @@ class Session:
     def __enter__(self) -> Session:
         specs = self.selected()
         self.hosts = [Host(s, self.target.python, self.opts, self.echo) for s in specs]
-        self.echo(f"connecting to {len(self.hosts)} host(s)")
+        names = {s.host for s in specs}
+        self.aux = [Host(s, self.target.python, self.opts, self.echo) for s in self.target.hosts
+                    if s.host in self.api_only and s.host not in names]
+        self.echo(f"connecting to {len(self.hosts)} host(s)"
+                  + (f" (and {len(self.aux)} for their routers' APIs only)" if self.aux else ""))
         try:
-            parallel(self.hosts, lambda h: h.connect())
+            parallel(self.hosts + self.aux, lambda h: h.connect())
         except BaseException:
             self.close()
             raise
@@ -59,11 +66,14 @@ class Session:
         self.close()
 
     def close(self) -> None:
-        for h in self.hosts:
+        for h in self.hosts + self.aux:
             h.close()
 
     def host(self, name: str) -> Host:
-        return next(h for h in self.hosts if h.name == name)
+        return next(h for h in self.hosts + self.aux if h.name == name)
+
+    def has(self, name: str) -> bool:
+        return any(h.name == name for h in self.hosts + self.aux)
 
     def sup(self, h: Host) -> dict[str, Any]:
         return supervisor_args(h.spec, self.target.name)

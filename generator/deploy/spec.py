@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,9 @@ class UnitSpec:
     expected_workers: tuple[str, ...] = ()  # routers
     api_key_env: str | None = None  # routers: the variable their --api-key is read from
     service: str = ""  # its systemd unit name, sgl-<deployment>-<unit>.service
+    role: str = ""  # engines: regular | prefill | decode | encoder
+    bootstrap_port: int | None = None  # prefill engines: what the router's POST /workers needs
+    settings: str = ""  # routers: the checksum of their files without the worker membership
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,20 @@ class HostSpec:
         return f"sgl-{self.deployment}.target"
 
 
+def membership_free(texts: list[bytes], markers: list[str]) -> str:
+    """The checksum of a router's files without the lines that name its engines (their URLs,
+    their systemd units): what stays the same when only its worker list changes."""
+    # a URL is not followed by a digit (http://a:3100 is not in http://a:31000)
+    pat = re.compile("|".join(re.escape(m) + r"(?![0-9])" for m in markers)) if markers else None
+    h = hashlib.sha256()
+    for t in texts:
+        for line in t.decode("utf-8", "replace").splitlines():
+            if pat is None or not pat.search(line):
+                h.update(line.encode() + b"\n")
+        h.update(b"\0")
+    return h.hexdigest()
+
+
 def unit_hash(shas: dict[str, str | None]) -> str:
     text = "".join(f"{rel} {shas.get(rel) or '-'}\n" for rel in sorted(shas))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -82,6 +100,8 @@ class Target:
     rehearse: bool
     hosts: tuple[HostSpec, ...]
     secrets_env_file: str | None = None  # checked on every host by preflight
+    max_unavailable: int | str = 1  # runtime.rollout: engines (or "P%") of a role out at once
+    drain: float = 30.0  # seconds an engine out of its router may finish its requests in
 
     def units(self) -> list[UnitSpec]:
         return [u for h in self.hosts for u in h.units]
@@ -119,7 +139,8 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
                              f"{e['url']}/health" if rank == 0 else None,
                              e["url"] if rank == 0 else f"(rank {rank} of {e['url']})",
                              unit_files(host, uname, rehearse),
-                             service=f"sgl-{name}-{uname}.service")
+                             service=f"sgl-{name}-{uname}.service", role=e["worker_type"],
+                             bootstrap_port=e.get("bootstrap_port") if rank == 0 else None)
                 (encoders if e["worker_type"] == "encoder" else engines).append(u)
                 gpus[p["node"]] = max([gpus[p["node"]], *(g + 1 for g in p["gpus"])])
                 ps = ports[p["node"]]
@@ -136,10 +157,17 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
         rname = f"router-{m['name']}"
         rhost = host_of[r["node"]]
         expected = tuple(sorted(e["url"] for e in m["engines"] if e["worker_type"] != "encoder"))
+        rfiles = unit_files(rhost, rname, False)
+        # what names its engines: their URLs and (systemd) their units
+        markers = [e["url"] for e in m["engines"]] + [
+            f"sgl-{name}-engine-{e['id']}" + (f"-r{k}" if e["nnodes"] > 1 else "") + ".service"
+            for e in m["engines"] for k in range(e["nnodes"])]
+        texts = [files.get(f"hosts/{rhost}/{rel}", (b"", 0))[0] for rel in rfiles]
         routers.append(UnitSpec(rname, "router", rhost, m["name"], None, 0,
-                                f"{r['url']}/health", r["url"], unit_files(rhost, rname, False),
+                                f"{r['url']}/health", r["url"], rfiles,
                                 expected, routerauth.api_key_env(r.get("argv")),
-                                service=f"sgl-{name}-{rname}.service"))
+                                service=f"sgl-{name}-{rname}.service",
+                                settings=membership_free(texts, markers)))
         ports[r["node"]] += [(r["port"], rname), (r["prometheus_port"], rname)]
     for u in encoders + engines + routers:
         node = next(n["index"] for n in nodes if n["host"] == u.host)
@@ -161,7 +189,9 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
                               n.get("ssh_port"), root, tuple(per[n["index"]]), hfiles,
                               tuple(sorted(set(ports[n["index"]]))), gpus[n["index"]],
                               sup_of[n["host"]], name))
-    return Target(name, python, rehearse, tuple(hosts), secrets_env_file)
+    ro = plan.get("rollout") or {}
+    return Target(name, python, rehearse, tuple(hosts), secrets_env_file,
+                  ro.get("max_unavailable", 1), float(ro.get("drain", 30)))
 
 
 def target_from_plan(plan: Any, targets: tuple[str, ...], rehearse: bool) -> Target:

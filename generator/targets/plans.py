@@ -82,6 +82,9 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
         },
         # what `deploy OUT_DIR` runs on the hosts, so it never has to guess from a script
         "runtime": {"python": t.runtime.python, "secrets_env_file": t.runtime.secrets_env_file},
+        # how deploy rolls a change out (runtime.rollout, defaults filled in)
+        "rollout": {"max_unavailable": t.runtime.rollout.max_unavailable,
+                    "drain": t.runtime.rollout.drain},
         "nodes": [
             {"index": n.index, "host": n.host, "address": n.address, "gpus": list(n.gpus),
              "workdir": n.workdir, "supervisor": n.supervisor,
