@@ -327,7 +327,8 @@ def test_a_unit_that_fails_at_start_fails_the_deploy_with_its_journal(fleet, tmp
     err = r.stderr
     assert re.search(r"node-d: engine-judge-regular-1 exited with status 2 \(systemd: "
                      r"(activating \(auto-restart\)|failed \(failed\))\) while waiting for "
-                     r"engines", err), err
+                     r"judge-regular-1 to become healthy", err), err
+    assert "the rollout stopped here: judge-regular-1 left out of router-judge" in err
     assert f"last lines of the journal of sgl-{DEP}-engine-judge-regular-1.service:" in err
     assert "unrecognized arguments: --no-such-flag" in err
     st = fleet.status(3)

@@ -145,8 +145,11 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
             # lists
             leaving = {u for st in ro.steps if st.kind == "remove" for i in st.items
                        for u in i.units}
-            _stop_phase(s, ch, sups, echo, lambda a: a.action == "stop" and (
+            # and units that move to the other supervisor (the old one's files go with the
+            # upload): stopped here, started in their step
+            _stop_phase(s, ch, sups, echo, lambda a: bool(a.stop_with) or a.action == "stop" and (
                 a.kind == "router" or (a.host, a.unit) not in leaving))
+            roller.stopped = {(a.host, a.unit) for a in ch.units if a.stop_with}
         parallel(s.hosts, run.put_files)
         if ro.mode == "downtime":
             run.downtime(roller, ro)
@@ -235,7 +238,8 @@ class _Run:
         t0 = time.monotonic()
         if restart:
             def stop(h: Host) -> None:
-                names = [n for n in by_host.get(h.name, []) if n in restart]
+                names = [n for n in by_host.get(h.name, []) if n in restart
+                         and (h.name, n) not in roller.stopped]
                 if names:
                     self.echo(f"  stop    {h.name} {' '.join(names)}")
                     self.sups[h.name].stop(names, what=f"stop {' '.join(names)}")

@@ -77,6 +77,7 @@ class Roller:
         self.routers = {u.name: u for u in s.target.units() if u.kind == "router"}
         self.secrets = s.target.secrets_env_file
         self.known = known_urls or set()  # URLs this deployment's engines have had
+        self.stopped: set[tuple[str, str]] = set()  # stopped already (moved supervisor)
         # the hosts whose engines this run made sure of (reconcile adds only theirs)
         self.mine = hosts if hosts is not None else {h.host for h in s.target.hosts}
 
@@ -205,7 +206,8 @@ class Roller:
         per: dict[str, list[str]] = {}
         for i in items:
             for host, unit in reversed(i.units):
-                per.setdefault(host, []).append(unit)
+                if (host, unit) not in self.stopped:
+                    per.setdefault(host, []).append(unit)
 
         def one(host: str) -> None:
             h = self.s.host(host)

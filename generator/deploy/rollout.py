@@ -158,8 +158,8 @@ def plan_rollout(target: Target, ch: Changes, deployed_url: dict[tuple[str, str]
         if r is None or r.name not in live:
             return None
         a = act.get((r.host, r.name))
-        if a is not None and a.action in ("start", "stop"):
-            return None
+        if a is not None and (a.action in ("start", "stop") or a.stop_with):
+            return None  # (a router moving to the other supervisor stops before the upload)
         return r.name
 
     # the plan's engines, all ranks
