@@ -20,7 +20,13 @@ from generator.deploy.hostfiles import (
     upload,
     write_manifest,
 )
-from generator.deploy.rolling import Roller, live_routers, router_hosts, run_steps
+from generator.deploy.rolling import (
+    Roller,
+    live_routers,
+    router_hosts,
+    run_steps,
+    stop_by_supervisor,
+)
 from generator.deploy.rollout import Rollout, plan_rollout
 from generator.deploy.session import Session, wait, workers_ok
 from generator.deploy.spec import Echo, Target, UnitSpec
@@ -86,13 +92,8 @@ def _stop_phase(s: Session, ch: Changes, sups: dict[str, Supervisor], echo: Echo
             acts = [a for a in ch.units if a.host == h.name and a.kind == kind
                     and a.action in ("restart", "stop") and a.state in ("running", "dead")
                     and (which is None or which(a))]
-            for by in sorted({a.stop_with or h.spec.supervisor for a in acts}):
-                names = [a.unit for a in acts if (a.stop_with or h.spec.supervisor) == by]
-                echo(f"  stop    {h.name} {' '.join(names)}"
-                     + (f" ({by})" if by != h.spec.supervisor else ""))
-                sup = sups[h.name] if by == h.spec.supervisor else supervisor_for(
-                    h, s.target.name, by, {})
-                sup.stop(names, what=f"stop {' '.join(names)}")
+            stop_by_supervisor(h, sups[h.name], [a.unit for a in acts],
+                               {a.unit: a.stop_with for a in acts if a.stop_with}, echo)
         parallel(s.hosts, stop)
 
 
@@ -161,13 +162,8 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
 
 
 def _deployed_urls(remotes: dict[str, Remote]) -> dict[tuple[str, str], str | None]:
-    out: dict[tuple[str, str], str | None] = {}
-    for name, r in remotes.items():
-        units = (r.probe.get("manifest") or {}).get("units") if isinstance(
-            r.probe.get("manifest"), dict) else None
-        for unit in (units or {}) if isinstance(units, dict) else {}:
-            out[(name, str(unit))] = r.deployed_url(str(unit))
-    return out
+    return {(name, unit): r.deployed_url(unit) for name, r in remotes.items()
+            for unit in r.records}
 
 
 class _Run:
@@ -181,8 +177,8 @@ class _Run:
         self.unit_dir = {n: sup.unit_dir if isinstance(sup, Systemd) else None
                          for n, sup in sups.items()}
         self.manifests = {h.name: remotes[h.name].probe.get("manifest") for h in s.hosts}
-        self.before = {n: (m.get("units") if isinstance(m, dict) else None)
-                       for n, m in self.manifests.items()}
+        self.before = {h.name: remotes[h.name].records for h in s.hosts}
+        self.acts = {(a.host, a.unit): a for a in ch.units}
         # what runs: the unchanged units as rendered; one whose files changed keeps its old
         # record until it restarts (a rollout cut short restarts it on the next deploy)
         self.running: dict[str, dict[str, str]] = {h.name: {} for h in s.hosts}
@@ -196,8 +192,8 @@ class _Run:
                     self.running[h.name][u.name] = old
         self.token = uuid.uuid4().hex[:12]
 
-    def action(self, host: str, unit: str) -> Any:
-        return next(x for x in self.ch.units if x.host == host and x.unit == unit)
+    def action(self, host: str, unit: str) -> UnitAction:
+        return self.acts[(host, unit)]
 
     def doc(self, h: Host) -> dict[str, Any]:
         return manifest_doc(h, self.target, self.running[h.name], self.unit_dir[h.name],
@@ -213,10 +209,14 @@ class _Run:
             sup = Systemd(h, self.target.name, self.remotes[h.name].systemd)
         sup.install(self.ch, self.echo)
 
-    def start_units(self, h: Host, names: list[str], token: str) -> dict[str, Any]:
+    def _runs_now(self, h: Host, names: list[str]) -> None:
+        """The units ``names`` run the rendered files from now on (their manifest record)."""
         for u in h.spec.units:
             if u.name in names:
                 self.running[h.name][u.name] = h.spec.unit_hash(u)
+
+    def start_units(self, h: Host, names: list[str], token: str) -> dict[str, Any]:
+        self._runs_now(h, names)
         doc = self.doc(h)
         got = self.sups[h.name].start(names, self.timeout + 30, token,
                                       None if doc == self.manifests[h.name] else doc)
@@ -224,9 +224,7 @@ class _Run:
         return got
 
     def record(self, h: Host, names: list[str]) -> None:
-        for u in h.spec.units:
-            if u.name in names:
-                self.running[h.name][u.name] = h.spec.unit_hash(u)
+        self._runs_now(h, names)
         self.manifests[h.name] = write_manifest(h, self.doc(h), self.manifests[h.name])
 
     def routers(self, roller: Roller, ro: Rollout) -> None:

@@ -42,14 +42,24 @@ class Remote:
     def systemd(self) -> dict[str, Any]:
         return dict(self.probe.get("systemd") or {})
 
+    @property
+    def records(self) -> dict[str, dict[str, Any]]:
+        """The manifest's record of each unit as deployed (kind, hash, url, settings)."""
+        man = self.probe.get("manifest")
+        units = man.get("units") if isinstance(man, dict) else None
+        return {str(n): rec for n, rec in units.items() if isinstance(rec, dict)} \
+            if isinstance(units, dict) else {}
+
+    def _recorded(self, unit: str, key: str) -> str | None:
+        got = self.records.get(unit, {}).get(key)
+        return str(got) if got else None
+
     def deployed_settings(self, u: UnitSpec) -> str | None:
         """A router's settings checksum (its files without the worker membership) as deployed."""
-        rec = ((self.probe.get("manifest") or {}).get("units") or {}).get(u.name)
-        return str(rec["settings"]) if isinstance(rec, dict) and rec.get("settings") else None
+        return self._recorded(u.name, "settings")
 
     def deployed_url(self, unit: str) -> str | None:
-        rec = ((self.probe.get("manifest") or {}).get("units") or {}).get(unit)
-        return str(rec["url"]) if isinstance(rec, dict) and rec.get("url") else None
+        return self._recorded(unit, "url")
 
     def unit_file_drifted(self, u: UnitSpec) -> bool:
         """Its installed unit file is not the one sgl-gen installed (edited, or gone)."""
@@ -60,10 +70,9 @@ class Remote:
         return got is None or len(got) > 2 or got[0] != owned.get(u.service)
 
     def deployed_hash(self, u: UnitSpec) -> str | None:
-        man = self.probe.get("manifest") or {}
-        rec = (man.get("units") or {}).get(u.name)
-        if isinstance(rec, dict) and rec.get("hash"):
-            return str(rec["hash"])
+        got = self._recorded(u.name, "hash")
+        if got:
+            return got
         files = self.files
         if all(rel in files for rel in u.files):
             return unit_hash({rel: files[rel][0] for rel in u.files})

@@ -192,12 +192,15 @@ def manifest_doc(host: Host, target: Target, units: dict[str, str],
     spec = host.spec
     before = before if isinstance(before, dict) else {}
 
-    def settings(u: Any) -> dict[str, str]:
+    def record(u: Any) -> dict[str, Any]:
         if units[u.name] == spec.unit_hash(u):
-            return {"settings": u.settings} if u.settings else {}
-        rec = before.get(u.name)
-        got = rec.get("settings") if isinstance(rec, dict) else None
-        return {"settings": str(got)} if got else {}
+            url, settings = u.url, u.settings
+        else:  # still what it ran before: its URL and settings as deployed
+            rec = before.get(u.name)
+            rec = rec if isinstance(rec, dict) else {}
+            url, settings = str(rec.get("url") or u.url), rec.get("settings")
+        return {"kind": u.kind, "hash": units[u.name], "url": url,
+                **({"settings": str(settings)} if settings else {})}
     doc: dict[str, Any] = {
         "deployment": target.name,
         "generator": f"sgl-gen {__version__}",
@@ -205,11 +208,7 @@ def manifest_doc(host: Host, target: Target, units: dict[str, str],
         "rehearse": target.rehearse,
         "supervisor": spec.supervisor,
         "files": {rel: spec.sha(rel) for rel in sorted(spec.files)},
-        "units": {u.name: {"kind": u.kind, "hash": units[u.name],
-                           "url": u.url if units[u.name] == spec.unit_hash(u) else str(
-                               (before.get(u.name) or {}).get("url") or u.url),
-                           **settings(u)}
-                  for u in spec.units if u.name in units},
+        "units": {u.name: record(u) for u in spec.units if u.name in units},
     }
     if spec.supervisor == "systemd" and unit_dir:
         doc["systemd"] = {"dir": unit_dir, "files": {

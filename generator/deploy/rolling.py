@@ -11,9 +11,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from generator.deploy.decide import decide
 from generator.deploy.rollout import Item, Rollout, plan_rollout
 from generator.deploy.session import Session, wait
-from generator.deploy.spec import Echo, Target, UnitSpec
+from generator.deploy.spec import Echo, Target
 from generator.deploy.supervisors import Supervisor, supervisor_for
 from generator.deploy.transport import Host, SshOptions, parallel
 from generator.errors import DeployError, SglGenError
@@ -22,14 +23,26 @@ from generator.errors import DeployError, SglGenError
 _POLL = 0.3
 
 
-def call(host: Host, router: UnitSpec, secrets: str | None, method: str, url: str,
+def call(host: Host, auth: str | None, secrets: str | None, method: str, url: str,
          body: Any = None, worker_key: bool = False) -> tuple[int, Any]:
-    """One call to ``router``'s API (or, with its key, an engine's), run on ``host``,
-    authenticated when the router has --api-key; ``worker_key``: the host adds that key to
-    ``body`` as the new worker's ``api_key``."""
+    """One call to a router's API (or an engine's), run on ``host``, authenticated with the key
+    in the variable ``auth`` (a router's --api-key) when given; ``worker_key``: the host adds
+    that key to ``body`` as the new worker's ``api_key``."""
     got = host.py("http", {"method": method, "url": url, "body": body, "worker_key": worker_key,
-                           "auth": router.api_key_env, "secrets": secrets}, f"{method} {url}")
+                           "auth": auth, "secrets": secrets}, f"{method} {url}")
     return int(got[0]), got[1]
+
+
+def stop_by_supervisor(h: Host, sup: Supervisor, names: list[str], stop_with: dict[str, str],
+                       echo: Echo) -> None:
+    """Stop the host's units ``names`` (in this order), each by the supervisor that runs it
+    now: ``stop_with`` names the other one for units that move to the host's supervisor."""
+    own = h.spec.supervisor
+    for by in sorted({stop_with.get(n, own) for n in names}):
+        these = [n for n in names if stop_with.get(n, own) == by]
+        echo(f"  stop    {h.name} {' '.join(these)}" + (f" ({by})" if by != own else ""))
+        (sup if by == own else supervisor_for(h, sup.deployment, by, {})).stop(
+            these, what=f"stop {' '.join(these)}")
 
 
 def router_hosts(target: Target, only: tuple[str, ...]) -> tuple[str, ...]:
@@ -85,7 +98,8 @@ class Roller:
     def api(self, rname: str, method: str, path: str, body: Any = None,
             worker_key: bool = False) -> tuple[int, Any]:
         r = self.routers[rname]
-        return call(self.s.host(r.host), r, self.secrets, method, r.url + path, body, worker_key)
+        return call(self.s.host(r.host), r.api_key_env, self.secrets, method, r.url + path, body,
+                    worker_key)
 
     def api_many(self, rname: str, calls: list[dict[str, Any]]) -> list[tuple[int, Any]]:
         """Several calls to the router's API with one SSH command."""
@@ -162,10 +176,8 @@ class Roller:
                 (u for u in self.routers.values() if u.model == i.model), None)
             url = i.old_url or i.url
             while time.monotonic() < deadline:
-                got = h.py("http", {"method": "GET", "url": url + "/get_load",
-                                    "auth": router.api_key_env if router else None,
-                                    "secrets": self.secrets}, f"GET {url}/get_load")
-                st, body = int(got[0]), got[1]
+                st, body = call(h, router.api_key_env if router else None, self.secrets, "GET",
+                                url + "/get_load")
                 busy = _in_flight(body) if st == 200 else None
                 if busy == 0:
                     return
@@ -210,16 +222,9 @@ class Roller:
                     per.setdefault(host, []).append(unit)
 
         def one(host: str) -> None:
-            h = self.s.host(host)
-            for by in sorted({self.stop_with.get((host, u), h.spec.supervisor)
-                              for u in per[host]}):
-                names = [u for u in per[host]
-                         if self.stop_with.get((host, u), h.spec.supervisor) == by]
-                sup = self.sups[host] if by == h.spec.supervisor else supervisor_for(
-                    h, self.s.target.name, by, {})
-                self.echo(f"  stop    {host} {' '.join(names)}"
-                          + (f" ({by})" if by != h.spec.supervisor else ""))
-                sup.stop(names, what=f"stop {' '.join(names)}")
+            stop_by_supervisor(self.s.host(host), self.sups[host], per[host],
+                               {u: by for (hn, u), by in self.stop_with.items() if hn == host},
+                               self.echo)
         parallel(sorted(per), one)
 
     def start(self, items: list[Item], what: str) -> None:
@@ -340,8 +345,6 @@ def restart_rolling(target: Target, opts: SshOptions, *, echo: Echo, units: tupl
     mu = target.max_unavailable if max_unavailable is None else max_unavailable
     with Session(target, opts, echo) as s:
         remotes = s.probe()
-        from generator.deploy.decide import decide
-
         ch = decide(target, remotes)
         live = live_routers(s)
         ro = plan_rollout(target, ch, {}, live, {h.host for h in target.hosts},

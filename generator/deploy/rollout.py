@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from generator.deploy.changes import Changes
+from generator.deploy.changes import Changes, UnitAction
 from generator.deploy.spec import Target, UnitSpec
 
 
@@ -148,6 +148,7 @@ def plan_rollout(target: Target, ch: Changes, deployed_url: dict[tuple[str, str]
     ro = Rollout("downtime" if allow_downtime else "rolling", max_unavailable, drain, live=live)
     act = {(a.host, a.unit): a for a in ch.units}
     routers = {u.model: u for u in target.units() if u.kind == "router"}
+    by_name = {r.name: r for r in routers.values()}
     by_url: dict[str, tuple[str, dict[str, Any]]] = {}  # worker URL -> (router, its record)
     for rname, body in sorted(live.items()):
         for w in _workers(body):
@@ -219,7 +220,7 @@ def plan_rollout(target: Target, ch: Changes, deployed_url: dict[tuple[str, str]
         got = by_url.get(key)
         if got is not None:
             rname = got[0]
-            ra = next((x for x in ch.units if x.unit == rname), None)
+            ra = act.get((by_name[rname].host, rname)) if rname in by_name else None
             if ra is None or ra.action not in ("stop", "start"):
                 it.router, it.serving = rname, bool(got[1].get("is_healthy"))
                 it.role = str(got[1].get("worker_type") or "regular")
@@ -247,38 +248,38 @@ def plan_rollout(target: Target, ch: Changes, deployed_url: dict[tuple[str, str]
         if stops:
             ro.steps.insert(0, Step("remove", stops))
         return ro
-    _rolling_steps(ro, target, items, list(gone.values()), ch, force)
+    _rolling_steps(ro, target, items, list(gone.values()), act, force)
     return ro
 
 
 def _rolling_steps(ro: Rollout, target: Target, items: list[Item], gone: list[Item],
-                   ch: Changes, force: bool) -> None:
+                   act: dict[tuple[str, str], UnitAction], force: bool) -> None:
     # what starts at once: new engines, and every change where nothing is served anyway (its
     # router does not answer, or starts now)
     first = [i for i in items if i.action == "start" or i.router is None and i.role != "encoder"]
     if first:
         ro.steps.append(Step("start", first))
+    model_of = {u.name: u.model for u in target.units() if u.kind == "router"}
     plan_total: dict[tuple[str, str], int] = {}
     for u in target.units():
         if u.engine is not None and u.node_rank == 0:
             plan_total[(u.model, u.role)] = plan_total.get((u.model, u.role), 0) + 1
     serving_now: dict[tuple[str, str], int] = {}
     for rname, body in ro.live.items():
-        model = next((u.model for u in target.units() if u.name == rname), None)
+        model = model_of.get(rname)
         for w in _workers(body):
             if w.get("is_healthy"):
                 key = (str(model), str(w.get("worker_type") or "regular"))
                 serving_now[key] = serving_now.get(key, 0) + 1
     for u in target.units():  # encoders are not router workers: running ones serve
         if u.role == "encoder" and u.node_rank == 0:
-            a = next((x for x in ch.units if x.host == u.host and x.unit == u.name), None)
+            a = act.get((u.host, u.name))
             if a is None or a.state == "running":
                 key = (u.model, "encoder")
                 serving_now[key] = serving_now.get(key, 0) + 1
     for i in gone:  # engines that leave go first: they serve nothing during the batches
         if i.serving and i.router is not None:
-            model = next((u.model for u in target.units() if u.name == i.router), "")
-            key = (model, i.role)
+            key = (model_of.get(i.router, ""), i.role)
             serving_now[key] = serving_now.get(key, 0) - 1
     joined = {i.id for i in first}
     groups: dict[tuple[str, str], list[Item]] = {}
@@ -327,7 +328,7 @@ def _rolling_steps(ro: Rollout, target: Target, items: list[Item], gone: list[It
         for (model, role), n in sorted(plan_total.items()):
             out = [i for i in leaving if i.serving and i.role == role
                    and ro.live.get(i.router or "") is not None
-                   and next((u.model for u in target.units() if u.name == i.router), "") == model]
+                   and model_of.get(i.router or "", "") == model]
             if out and n and serving_now.get((model, role), 0) < 1:
                 ro.refused.append(
                     f"{model}: removing {', '.join(i.id for i in out)} first would leave it no "
