@@ -16,7 +16,8 @@ What it does, so that routers and launch scripts can be checked without GPUs:
   ``/health``, ``/health_generate``, ``/server_info``, ``/model_info`` (and the ``/get_`` forms),
   ``/v1/models``, ``/v1/loads``, ``/get_load``, ``/flush_cache``, ``POST /generate``,
   ``/v1/completions``, ``/v1/chat/completions`` (also streamed); replies name the engine
-  (``"sgl_gen": {...}`` and the text ``rehearsal <engine id>``);
+  (``"sgl_gen": {...}``: id, role, node rank, address, pid and the CPUs it may run on, and the
+  text ``rehearsal <engine id>``);
 * ``--rehearsal-startup-delay`` (or ``SGLGEN_REHEARSAL_STARTUP_DELAY`` in the environment) keeps
   ``/health`` at 503 for that long (weight loading);
 * every generation request (``POST /generate``, ``/v1/completions``, ``/v1/chat/completions``,
@@ -337,7 +338,10 @@ class Engine:
     def identity(self) -> dict[str, Any]:
         """The ``sgl_gen`` block every reply carries."""
         return {"engine_id": self.engine_id, "role": self.role, "node_rank": self.node_rank,
-                "host": self.host, "port": self.port}
+                "host": self.host, "port": self.port, "pid": os.getpid(),
+                # the CPUs it may run on (a Slurm step's binding, a cgroup's cpuset)
+                "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                else None}
 
     def is_ready(self) -> bool:
         """Weights "loaded" (startup delay over) and every rank of a multi-node engine joined."""

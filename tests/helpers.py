@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,15 @@ def generate(router: str) -> dict[str, Any]:
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.status == 200
         return dict(json.loads(r.read())["sgl_gen"])
+
+
+def sbatch_job(text: str) -> dict[str, Any]:
+    """The job description at the end of a rendered sbatch (the heredoc lib/sgljob.py reads)."""
+    start = text.index("<<'SGLGEN_JOB_JSON'\n") + len("<<'SGLGEN_JOB_JSON'\n")
+    return json.loads(text[start:text.index("\nSGLGEN_JOB_JSON\n", start)])
+
+
+def sbatch_steps(text: str) -> list[tuple[str, str]]:
+    """(unit, bash function) of every unit the sbatch's job starts, in start order."""
+    units = sbatch_job(text)["units"]
+    return [(u["unit"], u["func"]) for u in sorted(units, key=lambda u: u["phase"])]

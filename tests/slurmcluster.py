@@ -6,6 +6,7 @@ and is torn down by :meth:`SlurmCluster.stop`.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -16,6 +17,9 @@ from pathlib import Path
 SUBNET = "10.77.0"
 BRIDGE = "sglbr0"
 HOSTS_MARK = "# sgl-gen test slurm cluster"
+# Only one cluster can run on the machine at a time (bridge, netns names, ports are fixed):
+# start() holds an exclusive flock on this file until stop().
+LOCK_FILE = Path("/run/lock/sgl-gen-slurm.lock")
 
 
 def _run(*cmd: str, check: bool = True,
@@ -24,8 +28,20 @@ def _run(*cmd: str, check: bool = True,
 
 
 class SlurmCluster:
-    def __init__(self, root: Path, nodes: int = 3, gpus: int = 8, cpus: int = 16):
+    def __init__(self, root: Path, nodes: int = 3, gpus: int = 8, cpus: int = 16,
+                 mem_mb: int = 16000, task_plugin: str = "task/none",
+                 proctrack: str = "proctrack/cgroup", extra_conf: str = ""):
+        """``cpus``/``mem_mb``/``gpus`` are what each node declares (bookkeeping only: the
+        machine has 2 real cores and 24 GB). ``task_plugin`` "task/affinity" or
+        "task/cgroup,task/affinity" binds steps to CPUs; with more declared CPUs than real ones
+        the binding folds onto the real CPUs, so use ``cpus=2`` to see distinct masks.
+        proctrack/cgroup (cgroup v1) kills a step's orphans when its task dies, as at real sites;
+        proctrack/linuxproc leaves them and srun hangs 60 s on their open stdout.
+        ``extra_conf`` is appended to slurm.conf."""
         self.root, self.n, self.gpus, self.cpus = root, nodes, gpus, cpus
+        self.mem_mb, self.task_plugin, self.proctrack = mem_mb, task_plugin, proctrack
+        self.extra_conf = extra_conf
+        self._lock: int | None = None
         self.names = [f"sgn{i + 1}" for i in range(nodes)]
         self.addrs = [f"{SUBNET}.{11 + i}" for i in range(nodes)]
         self.ctl_addr = f"{SUBNET}.1"
@@ -70,14 +86,14 @@ class SlurmCluster:
     # -- daemons -------------------------------------------------------------------------------
     def _write_conf(self) -> None:
         r = self.root
-        for d in ("state", "spool", "log", "dev"):
+        for d in ("state", "log", "dev", *(f"spool/{n}" for n in self.names)):
             (r / d).mkdir(parents=True, exist_ok=True)
         for g in range(self.gpus):
             dev = r / "dev" / f"nvidia{g}"
             if not dev.exists():
                 os.mknod(dev, 0o666 | 0o020000, os.makedev(195, g))
         nodes = ",".join(self.names)
-        node_hw = f"CPUs={self.cpus} RealMemory=4000 Gres=gpu:{self.gpus}"
+        node_hw = f"CPUs={self.cpus} RealMemory={self.mem_mb} Gres=gpu:{self.gpus}"
         self.conf.write_text(f"""\
 ClusterName=sglgen
 SlurmctldPort=6917
@@ -94,11 +110,11 @@ SlurmdPidFile={r}/slurmd-%n.pid
 SlurmctldLogFile={r}/log/slurmctld.log
 SlurmdLogFile={r}/log/slurmd-%n.log
 SlurmdParameters=config_overrides
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+ProctrackType={self.proctrack}
+TaskPlugin={self.task_plugin}
 JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
 ReturnToService=2
 MpiDefault=none
@@ -110,11 +126,36 @@ KillWait=5
 MinJobAge=5
 NodeName={nodes} NodeAddr={",".join(self.addrs)} {node_hw} State=UNKNOWN
 PartitionName=gpu Nodes={nodes} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
-""")
+{self.extra_conf}""")
+        # cgroup v1 is what this machine mounts; slurmd (built for multiple slurmd) uses
+        # /sys/fs/cgroup/<ctrl>/slurm_<node>/..., so the three nodes do not collide.
+        constrain = "yes" if "task/cgroup" in self.task_plugin else "no"
+        (r / "cgroup.conf").write_text(
+            f"CgroupPlugin=cgroup/v1\nConstrainCores={constrain}\nConstrainRAMSpace=no\n"
+            "ConstrainDevices=no\n")
         (r / "gres.conf").write_text(
             f"AutoDetect=off\nNodeName={nodes} Name=gpu File={r}/dev/nvidia[0-{self.gpus - 1}]\n")
 
+    def _take_lock(self) -> None:
+        if self._lock is not None:
+            return
+        LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # blocks while another process runs a cluster
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock = fd
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            os.close(self._lock)
+            self._lock = None
+
     def start(self, timeout: float = 60) -> None:
+        self._take_lock()
         self.stop_daemons()
         self._net_up()
         self._write_conf()
@@ -153,6 +194,11 @@ PartitionName=gpu Nodes={nodes} Default=YES MaxTime=INFINITE State=UP OverSubscr
         self.procs.clear()
 
     def stop(self) -> None:
-        _run("scancel", "--full", "-u", "root", check=False, env=self.env)
-        self.stop_daemons()
-        self._net_down()
+        if self._lock is None:  # never started (or already stopped): nothing of ours runs
+            return
+        try:
+            _run("scancel", "--full", "-u", "root", check=False, env=self.env)
+            self.stop_daemons()
+            self._net_down()
+        finally:
+            self._release_lock()

@@ -147,7 +147,8 @@ def test_endpoints(engine: Callable[..., Proc], tmp_path: Path) -> None:
     url = f"http://{HOST}:{port}"
     p = engine("e1", port, "--served-model-name", "qwen-test", "--tp-size", "2")
     wait_healthy(url, p)
-    ident = {"engine_id": "e1", "role": "regular", "node_rank": 0, "host": HOST, "port": port}
+    ident = {"engine_id": "e1", "role": "regular", "node_rank": 0, "host": HOST, "port": port,
+             "pid": p.popen.pid, "cpus": sorted(os.sched_getaffinity(p.popen.pid))}
 
     assert status_of(f"{url}/health_generate") == 200
     for path in ("/server_info", "/get_server_info"):

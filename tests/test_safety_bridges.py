@@ -24,9 +24,10 @@ from generator.compile.loader import load_file
 from generator.compile.place import place
 from generator.compile.resolve import resolve
 from generator.errors import SglGenError, TopologyError
+from generator.slurmjob import fill_addresses
 from generator.targets.render import render
 from generator.write import write_tree
-from tests.helpers import EXAMPLES, plan_of, run_cli, write_topo
+from tests.helpers import EXAMPLES, plan_of, run_cli, sbatch_job, sbatch_steps, write_topo
 from tests.test_rehearsal import HOST, engine, free_port, spawn, wait_healthy, wait_until
 from tests.test_slurm import _jobs as _slurm_jobs
 from tests.test_slurm import cluster
@@ -402,7 +403,7 @@ def _sbatch(tmp_path: Path) -> tuple[Any, str]:
 
 def test_slurm_models_a_dash_b_and_a_underscore_b_get_their_own_functions(tmp_path):
     plan, text = _sbatch(tmp_path)
-    steps = re.findall(r"^step (\S+) \"[0-9 ]+\" \d+ (\S+)$", text, re.M)
+    steps = sbatch_steps(text)
     units = [u for u, _ in steps]
     assert sorted(units) == ["engine-a-b-regular-0", "engine-a_b-regular-0", "router-a-b",
                              "router-a_b"]
@@ -426,7 +427,7 @@ def _run_functions(text: str, addrs: list[str]) -> dict[str, list[str]]:
     start = text.index("\nsgl_")
     end = text.index("\nexport -f ")
     funcs = text[start:end]
-    steps = re.findall(r"^step (\S+) \"[0-9 ]+\" \d+ (\S+)$", text, re.M)
+    steps = sbatch_steps(text)
     script = "\n".join([
         "set -euo pipefail",
         *(f"SGL_ADDR_{i}={shlex.quote(a)}" for i, a in enumerate(addrs)),
@@ -463,10 +464,7 @@ def test_slurm_user_values_equal_to_a_node_address_stay_byte_exact(tmp_path):
     plan2 = plan_of(write_topo(tmp_path, SLURM_TOPO.replace("name: a_b", "name: node0"),
                                "n.yaml"))
     ep_text = render(plan2, ("slurm",))[f"slurm/{plan2.name}.sbatch"].content
-    heredoc = ep_text[ep_text.index("<<EOF\n") + 6:ep_text.index("\nEOF\n")]
-    sets = "".join(f"SGL_ADDR_{i}={a}\n" for i, a in enumerate(addrs))
-    ep = json.loads(subprocess.run(["bash", "-c", f"{sets}cat <<EOF\n{heredoc}\nEOF"],
-                                   capture_output=True, text=True, check=True).stdout)
+    ep = fill_addresses(sbatch_job(ep_text)["endpoints"], addrs)
     assert set(ep["models"]) == {"a-b", "node0"}
     (r,) = [m.router for m in plan2.models if m.name == "node0"]
     assert ep["models"]["node0"]["router"] == f"http://{addrs[r.node]}:{r.port}"
@@ -599,17 +597,13 @@ def test_slurm_failure_tail_redacts_credential_values(tmp_path):
     the module sgl-gen's own log tails use; tests/test_safety_redact.py has the full table)."""
     plan = plan_of(write_topo(tmp_path, SLURM_TOPO))
     write_tree(tmp_path / "out", render(plan, ("slurm",), rehearse=True))
-    text = (tmp_path / "out" / "slurm" / f"{plan.name}.sbatch").read_text()
-    start = text.index("redact_tail() {")
-    func = text[start:text.index("\n}\n", start) + 3]
     lines = ["server_args=ServerArgs(model_path='/m', api_key='sk-1 2', admin_api_key=None, "
              "port=3)", "--api-key sk-abc --port 3", '{"api_key": "sk-x", "x_password": "pw"}',
              "--ssl-keyfile-password=pw2 tail"]
     log = tmp_path / "unit-0.log"
     log.write_text("\n".join(lines) + "\n")
-    r = subprocess.run(["bash", "-c", f'{func}\nredact_tail "$1"', "-", str(log)],
-                       env={**os.environ, "SGLGEN_LIB": str(tmp_path / "out" / "slurm" / "lib")},
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, str(tmp_path / "out" / "slurm" / "lib" / "sgljob.py"),
+                        "tail", str(log)], capture_output=True, text=True, check=True)
     assert r.stdout.splitlines() == [
         "server_args=ServerArgs(model_path='/m', api_key='***', admin_api_key=None, port=3)",
         "--api-key *** --port 3",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -152,33 +153,33 @@ def test_shipped_rule_is_the_resolve_rule(tmp_path):
         "True", "true").replace("False", "false")
 
 
-def _redact_tail_func(text: str) -> str:
-    start = text.index("redact_tail() {")
-    return text[start:text.index("\n}\n", start) + 3]
+def _tail(lib: Path, log: Path) -> subprocess.CompletedProcess[str]:
+    """What a failed unit's tail goes through in the job: the shipped lib/sgljob.py."""
+    return subprocess.run([sys.executable, str(lib / "sgljob.py"), "tail", str(log)],
+                          capture_output=True, text=True, check=True)
 
 
 def test_sbatch_prints_a_log_tail_through_the_shipped_module(tmp_path):
-    """The sbatch's redact_tail (what a failed unit's tail goes through) masks every case as
-    the module does, shows `***` (the README's word), and only the last 30 lines."""
+    """The job's log tail (what a failed unit shows) masks every case as the module does,
+    shows `***` (the README's word), and only the last 30 lines."""
     slurm, text = _shipped(tmp_path)
     assert "sed -E" not in text and "<redacted>" not in text
     log = tmp_path / "unit-0.log"
     lines = [f"early {i} api_key='old-secret'" for i in range(5)] + [x for x, _ in CASES]
     log.write_text("".join(x + "\n" for x in lines))
-    env = {**os.environ, "SGLGEN_LIB": str(slurm / "lib")}
-    r = subprocess.run(["bash", "-c", f'{_redact_tail_func(text)}\nredact_tail "$1"', "-",
-                        str(log)], capture_output=True, text=True, env=env, check=True)
+    r = _tail(slurm / "lib", log)
     assert r.stdout.splitlines() == [redact(x) for x in lines[-30:]]
     assert r.stdout.splitlines()[-len(CASES):] == [want for _, want in CASES]
 
 
 def test_sbatch_withholds_a_tail_it_cannot_redact(tmp_path):
-    slurm, text = _shipped(tmp_path)
+    slurm, _ = _shipped(tmp_path)
     log = tmp_path / "unit-0.log"
     log.write_text("api_key='sk-LIVE'\n")
-    env = {**os.environ, "SGLGEN_LIB": str(tmp_path / "missing")}
-    r = subprocess.run(["bash", "-c", f'{_redact_tail_func(text)}\nredact_tail "$1"', "-",
-                        str(log)], capture_output=True, text=True, env=env, check=True)
+    lib = tmp_path / "lib-without-redact"
+    lib.mkdir()
+    shutil.copy(slurm / "lib" / "sgljob.py", lib / "sgljob.py")  # redact.py is missing
+    r = _tail(lib, log)
     assert "sk-LIVE" not in r.stdout + r.stderr
     assert r.stdout == f"sgl-gen: (log tail withheld: it could not be redacted; read {log} itself)\n"
 
@@ -186,7 +187,9 @@ def test_sbatch_withholds_a_tail_it_cannot_redact(tmp_path):
 def test_a_failed_slurm_job_shows_its_tail_redacted(cluster, tmp_path):
     """On a real cluster: an engine that logs credentials and exits ends the job; the job output
     shows its tail through slurm/lib/redact.py (found beside the submitted file), masked."""
-    topo = write_topo(tmp_path, SLURM_E2E)
+    never = SLURM_E2E.replace('time: "00:30:00"}', 'time: "00:30:00", restart: never}')
+    assert never != SLURM_E2E
+    topo = write_topo(tmp_path, never)
     plan = plan_of(topo)
     out = tmp_path / "out"
     write_tree(out / plan.name, render(plan, ("slurm",), rehearse=True))
@@ -210,7 +213,8 @@ def test_a_failed_slurm_job_shows_its_tail_redacted(cluster, tmp_path):
         assert time.monotonic() < deadline
         time.sleep(1)
     log = (submit / f"sgl-slurm-e2e-{job}.out").read_text()
-    assert "sgl-gen: engine-judge-regular-1 exited; last lines of its log:" in log
+    assert ("sgl-gen: engine-judge-regular-1 exited (exit 3; restart: never); last lines of its "
+            "log:") in log
     assert ("server_args=ServerArgs(api_key='***', control_plane_api_keys=['***', '***']) "
             "Authorization: Bearer *** redis://:***@cache HF_TOKEN=***") in log
     for secret in ("sk-LIVE-1", "k-A", "k-B", "sk-LIVE-2", "pw-LIVE-3", "hf_LIVE4"):

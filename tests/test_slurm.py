@@ -143,7 +143,8 @@ def test_slurm_job_name_with_a_quote_or_newline_is_rejected(tmp_path):
 
 
 def test_an_engine_that_exits_at_start_ends_the_job_with_its_log(cluster, tmp_path):
-    topo = write_topo(tmp_path, TOPO)
+    # restart: never, so the first exit ends the job (tests/test_slurm_life.py runs restarts out)
+    topo = write_topo(tmp_path, TOPO.replace('time: "00:30:00"', 'time: "00:30:00", restart: never'))
     plan = plan_of(topo)
     out = tmp_path / "out"
     write_tree(out / plan.name, render(plan, ("slurm",), rehearse=True))
@@ -165,8 +166,14 @@ def test_an_engine_that_exits_at_start_ends_the_job_with_its_log(cluster, tmp_pa
         assert time.monotonic() < deadline
         time.sleep(1)
     log = (submit / f"sgl-slurm-e2e-{job}.out").read_text()
-    assert "sgl-gen: engine-judge-regular-1 exited; last lines of its log:" in log
+    assert ("sgl-gen: engine-judge-regular-1 exited (exit 2; restart: never); last lines of its "
+            "log:\n") in log
+    log_dir = submit / f"sgl-slurm-e2e-{job}"
+    assert f"\n==> {log_dir}/engine-judge-regular-1-0.log <==\n" in log
     assert "error: argument --tp-size/--tensor-parallel-size: invalid int value: 'two'" in log
+    state = json.loads((log_dir / "state.json").read_text())
+    assert (state["phase"], state["failed_unit"]) == ("failed", "engine-judge-regular-1")
+    assert state["units"]["engine-judge-regular-1"]["last_exit"] == "exit 2"
     assert not (submit / f"endpoints-{job}.json").exists()
 
 
@@ -191,8 +198,10 @@ def test_container_variants(tmp_path, kind):
     arts = render(plan_of(topo), ("slurm",))
     text = arts["slurm/slurm-e2e.sbatch"].content
     if kind == "pyxis":
-        assert ("extra+=('--container-image=nvcr.io#lmsys/sglang:x' "
-                "'--container-mounts=/models:/models,/data:/data')") in text
+        # every srun step of the job runs in the image (lib/sgljob.py adds these to each srun)
+        job = json.loads(text.split("<<'SGLGEN_JOB_JSON'\n", 1)[1].split("\nSGLGEN_JOB_JSON\n")[0])
+        assert job["srun_extra"] == ["--container-image=nvcr.io#lmsys/sglang:x",
+                                     "--container-mounts=/models:/models,/data:/data"]
         assert "apptainer" not in text
     else:
         assert ("exec apptainer exec --nv --bind /models:/models --bind /data:/data "

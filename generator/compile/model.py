@@ -49,8 +49,18 @@ class SlurmSpec:
     time: str | None = None
     job_name: str | None = None
     output: str | None = None
-    exclusive: bool = False
+    exclusive: bool = True
     extra: ArgItems = ()
+    #: CPUs of an engine step: cpus_per_engine, else cpus_per_gpu x its GPUs on the node, else
+    #: (None, None) its GPU share of the node's CPUs, read in the job
+    cpus_per_gpu: int | None = None
+    cpus_per_engine: int | None = None
+    #: memory of an engine step per GPU, MB; None: its GPU share of the node's memory
+    mem_per_gpu_mb: int | None = None
+    restart: str = "on-failure"  # on-failure | never
+    restart_limit: int = 3  # restarts of one unit in one job
+    restart_backoff: int | float = 5  # seconds before the first restart, doubling
+    stop_before_limit: int = 120  # --signal=B:USR1@N: drain this long before the time limit
 
 
 @dataclass(frozen=True)

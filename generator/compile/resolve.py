@@ -292,9 +292,7 @@ def resolve(data: dict[str, Any], smap: SourceMap, *, local: bool = False) -> To
             if owned:
                 ctx.err(("cluster", "slurm", "extra", key), owned[1],
                         _SBATCH_HINT.get(owned[0], ""), key=True)
-        slurm = SlurmSpec(s.get("partition"), s.get("account"), s.get("time"),
-                          s.get("job_name"), s.get("output"), bool(s.get("exclusive", False)),
-                          tuple(sorted(s.get("extra", {}).items())))
+        slurm = _slurm_spec(ctx, s)
     container = None
     if "container" in runtime:
         c = runtime["container"]
@@ -364,6 +362,13 @@ _SBATCH_HINT = {
     "account": "use cluster.slurm.account",
     "time": "use cluster.slurm.time",
     "exclusive": "use cluster.slurm.exclusive",
+    "mem": "sgl-gen asks --mem=0 (exclusive) or the engines' memory: use "
+           "cluster.slurm.mem_per_gpu",
+    "mem-per-cpu": "use cluster.slurm.mem_per_gpu",
+    "mem-per-gpu": "use cluster.slurm.mem_per_gpu",
+    "cpus-per-task": "use cluster.slurm.cpus_per_gpu or cpus_per_engine",
+    "cpus-per-gpu": "use cluster.slurm.cpus_per_gpu",
+    "signal": "use cluster.slurm.stop_before_limit",
 }
 #: options that change what the job runs, where, or with which environment, or that
 #: contradict the options above: the steps depend on the submit directory (lib/, endpoints),
@@ -383,6 +388,44 @@ _SBATCH_REFUSED = {
 #: sbatch's short options, by the long one
 _SBATCH_ALIASES = {"J": "job-name", "N": "nodes", "n": "ntasks", "o": "output", "e": "error",
                    "p": "partition", "A": "account", "t": "time", "D": "chdir", "G": "gpus"}
+
+
+#: Slurm's memory units (1024-based), as multiples of a megabyte
+_MEM_UNITS = {"": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def _slurm_spec(ctx: Ctx, s: dict[str, Any]) -> SlurmSpec:
+    """``cluster.slurm`` -> SlurmSpec, with the checks the schema cannot make: one CPU rule at a
+    time, and a job that shares its nodes says what it needs (sgl-gen cannot know the size of a
+    node it does not have to itself)."""
+    where: PathT = ("cluster", "slurm")
+    if "cpus_per_gpu" in s and "cpus_per_engine" in s:
+        ctx.err(where + ("cpus_per_engine",), "cpus_per_gpu and cpus_per_engine both say how "
+                "many CPUs an engine step gets", "keep one of them", key=True)
+    mem = s.get("mem_per_gpu")
+    mem_mb = None
+    if mem is not None:
+        text = str(mem)
+        mem_mb = int(text.rstrip("MGT")) * _MEM_UNITS[text[len(text.rstrip("MGT")):]]
+    exclusive = bool(s.get("exclusive", True))
+    if not exclusive:
+        missing = [k for k, ok in (("cpus_per_gpu (or cpus_per_engine)",
+                                    "cpus_per_gpu" in s or "cpus_per_engine" in s),
+                                   ("mem_per_gpu", mem is not None)) if not ok]
+        if missing:
+            ctx.err(where + ("exclusive",), "a job that shares its nodes (exclusive: false) "
+                    f"asks Slurm for exactly what its engines need, so it needs "
+                    f"{' and '.join(missing)}: the size of a node it does not have to itself "
+                    "is not known when the job is submitted",
+                    "set them (e.g. cpus_per_gpu: 8, mem_per_gpu: 64G), or leave exclusive at "
+                    "its default (true: whole nodes, each engine gets its GPU share)")
+    return SlurmSpec(s.get("partition"), s.get("account"), s.get("time"), s.get("job_name"),
+                     s.get("output"), exclusive, tuple(sorted(s.get("extra", {}).items())),
+                     cpus_per_gpu=s.get("cpus_per_gpu"), cpus_per_engine=s.get("cpus_per_engine"),
+                     mem_per_gpu_mb=mem_mb, restart=s.get("restart", "on-failure"),
+                     restart_limit=s.get("restart_limit", 3),
+                     restart_backoff=s.get("restart_backoff", 5),
+                     stop_before_limit=s.get("stop_before_limit", 120))
 
 
 def _sbatch_owned(key: str) -> tuple[str, str] | None:

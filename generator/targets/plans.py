@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from generator.compile.model import PLAN_VERSION, Engine, Plan, Router
+from generator.compile.model import PLAN_VERSION, Engine, Plan, Router, SlurmSpec
 
 
 def argv_json(argv: tuple[Any, ...]) -> list[Any]:
@@ -66,6 +66,14 @@ def _engine(e: Engine) -> dict[str, Any]:
     return d
 
 
+def _slurm(s: SlurmSpec, name: str) -> dict[str, Any]:
+    return {"exclusive": s.exclusive, "cpus_per_gpu": s.cpus_per_gpu,
+            "cpus_per_engine": s.cpus_per_engine, "mem_per_gpu_mb": s.mem_per_gpu_mb,
+            "restart": s.restart, "restart_limit": s.restart_limit,
+            "restart_backoff": s.restart_backoff, "stop_before_limit": s.stop_before_limit,
+            "job_name": s.job_name or f"sgl-{name}", "time": s.time}
+
+
 def plan_dict(plan: Plan) -> dict[str, Any]:
     """The plan as plain JSON-able data."""
     t = plan.topology
@@ -85,6 +93,8 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
         # how deploy rolls a change out (runtime.rollout, defaults filled in)
         "rollout": {"max_unavailable": t.runtime.rollout.max_unavailable,
                     "drain": t.runtime.rollout.drain},
+        # the Slurm job's resources and supervision (cluster.slurm, defaults filled in)
+        **({"slurm": _slurm(t.slurm, t.name)} if t.slurm is not None else {}),
         "nodes": [
             {"index": n.index, "host": n.host, "address": n.address, "gpus": list(n.gpus),
              "workdir": n.workdir, "supervisor": n.supervisor,

@@ -53,6 +53,9 @@ def render(plan: Plan, targets: tuple[str, ...] = ("bash", "systemd"),
         arts[f"slurm/{plan.name}.sbatch"] = Artifact(slurm.render_sbatch(plan, rehearse), MODE_EXEC)
         # a failed unit's log tail reaches the job output through it (credential values masked)
         arts["slurm/lib/redact.py"] = Artifact(slurm.redact_source(), MODE_EXEC)
+        # the job's supervisor: starts the units, keeps them running, drains at the end
+        arts["slurm/lib/sgljob.py"] = Artifact(slurm.JOB_SOURCE.read_text(encoding="utf-8"),
+                                               MODE_EXEC)
         if rehearse:  # the sbatch runs them from lib/ beside itself
             arts.update(rehearsal_lib("slurm/lib", t.sglang_version))
     arts["README.md"] = docs.readme(plan, targets, ctx)

@@ -21,11 +21,11 @@ from typing import Any
 
 from generator import __version__
 from generator.compile import credentials
-from generator.compile.model import Plan
+from generator.compile.model import Plan, SlurmSpec
 from generator.errors import Diagnostic
 from generator.paths import ROOT
 from generator.targets import common
-from generator.targets.common import Unit, launch_secrets, shq, units_by_node
+from generator.targets.common import Unit, launch_secrets, shq
 from generator.targets.plans import endpoints
 
 
@@ -132,20 +132,24 @@ def render_sbatch(plan: Plan, rehearse: bool = False) -> str:
     t = plan.topology
     s = t.slurm
     addr = _Addr(plan)
-    per_node = units_by_node(plan, rehearse)
+    explicit = s is not None
+    s = s or SlurmSpec()
     header: list[tuple[str, Any]] = [
-        ("job-name", (s.job_name if s and s.job_name else f"sgl-{plan.name}")),
+        ("job-name", s.job_name or f"sgl-{plan.name}"),
         ("nodes", len(plan.nodes)),
         ("gres", f"gpu:{t.gpus_per_node}"),
-        # one core per step on the busiest node, plus the batch script's own
-        ("ntasks-per-node", max(len(u) for u in per_node.values()) + 1),
-        ("output", s.output if s and s.output else f"sgl-{plan.name}-%j.out"),
+        ("output", s.output or f"sgl-{plan.name}-%j.out"),
     ]
-    if s:
+    if s.exclusive:  # whole nodes: every CPU and all the memory, shared out per GPU in the job
+        header += [("exclusive", True), ("mem", 0)]
+    else:  # exactly what the busiest node's engines take (routers overlap them)
+        cpus, mem = _node_needs(plan, s)
+        header += [("ntasks-per-node", 1), ("cpus-per-task", cpus), ("mem", f"{mem}M")]
+    # drain before the time limit: routers stop taking requests, engines finish theirs
+    header.append(("signal", f"B:USR1@{s.stop_before_limit}"))
+    if explicit:
         header += [(k, v) for k, v in (("partition", s.partition), ("account", s.account),
                                         ("time", s.time)) if v]
-        if s.exclusive:
-            header.append(("exclusive", True))
         header += sorted(s.extra)
     sbatch_lines = []
     for key, value in header:
@@ -154,13 +158,12 @@ def render_sbatch(plan: Plan, rehearse: bool = False) -> str:
         elif value is not False:
             sbatch_lines.append(f"#SBATCH --{key}={_sbatch_quote(str(value))}")
     container = t.runtime.container
-    steps = []
-    for node in plan.nodes:
-        for u in per_node[node.index]:
-            steps.append(u)
     engines: list[dict[str, Any]] = []
     routers: list[dict[str, Any]] = []
+    units: list[dict[str, Any]] = []  # job.json: what lib/sgljob.py starts and supervises
     for m in plan.models:
+        r = m.router
+        runit = f"router-{m.name}"
         for e in m.engines:
             unit = f"engine-{e.id}"
             nodes = [p.node for p in e.placements]
@@ -176,81 +179,124 @@ def render_sbatch(plan: Plan, rehearse: bool = False) -> str:
             if sec.config:
                 lines.insert(0, f'--config "$SGLGEN_LOG_DIR/run/{unit}-$SLURM_PROCID.secrets.yaml"')
             engines.append({
-                "secrets": sec,
-                "unit": unit, "func": _func_name(unit), "nodes": nodes,
-                "gpus": e.gpus_per_engine // e.nnodes,  # per node: gres is per node
-                "command": " ".join(_cmd(c) for c in cmd), "lines": lines, "own_host": True,
-                "health": f"http://${{SGL_ADDR_{nodes[0]}}}:{e.port}/health",
-                "encoder": e.worker_type == "encoder",
+                "secrets": sec, "unit": unit, "func": _func_name(unit), "nodes": nodes,
+                "command": " ".join(_cmd(c) for c in cmd), "lines": lines,
             })
-        r = m.router
-        unit = f"router-{m.name}"
-        sec = launch_secrets(Unit(unit, "router", "", r.node, (), r.argv, "", None,
+            encoder = e.worker_type == "encoder"
+            units.append({
+                "unit": unit, "kind": "engine", "model": m.name, "role": e.worker_type,
+                "func": _func_name(unit), "nodes": nodes, "port": e.port,
+                "gpus": e.gpus_per_engine // e.nnodes,  # per node: gres is per node
+                "phase": 0 if encoder else 1, "router": None if encoder else runit,
+                "bootstrap_port": e.bootstrap_port,
+            })
+        sec = launch_secrets(Unit(runit, "router", "", r.node, (), r.argv, "", None,
                                   program=r.implementation))
         routers.append({
-            "unit": unit, "func": _func_name(unit), "node": r.node, "secrets": sec,
+            "unit": runit, "func": _func_name(runit), "secrets": sec,
             "command": " ".join(_cmd(c) for c in (t.runtime.python, "-m", r.module)),
             "lines": addr.line(sec.argv_tokens, _OWNED_ROUTER),
-            "workers": f"http://${{SGL_ADDR_{r.node}}}:{r.port}/workers",
-            "expected": sum(1 for e in m.engines if e.worker_type != "encoder"),
+        })
+        units.append({
+            "unit": runit, "kind": "router", "model": m.name, "role": "router",
+            "func": _func_name(runit), "nodes": [r.node], "port": r.port, "gpus": 0,
+            "phase": 2, "expected": sum(1 for e in m.engines if e.worker_type != "encoder"),
             # a router started with --api-key refuses GET /workers without it
             "key_env": next((tok.name for flag, tok in zip(r.argv, r.argv[1:], strict=False)
-                             if flag == "--api-key" and not isinstance(tok, str)), ""),
+                             if flag == "--api-key" and not isinstance(tok, str)), None),
         })
-    ep = _endpoints_heredoc(plan, addr)
+    srun_extra: list[str] = []
     container_args = ""
     if container and container.kind == "pyxis":
-        toks = [f"--container-image={container.image}"]
+        srun_extra = [f"--container-image={container.image}"]
         if container.mounts:
-            toks.append(f"--container-mounts={','.join(container.mounts)}")
-        container_args = " ".join(_always_quoted(x) for x in toks)
+            srun_extra.append(f"--container-mounts={','.join(container.mounts)}")
     elif container and container.kind == "apptainer":
         # one --bind per mount, each quoted: the value reaches apptainer byte-exact
         container_args = " ".join(f"--bind {shq(m)}" for m in container.mounts)
+    job = {
+        "format": 1, "deployment": plan.name, "gpus_per_node": t.gpus_per_node,
+        "nodes": [n.host or f"node{n.index}" for n in plan.nodes],
+        "resources": {"exclusive": s.exclusive, "cpus_per_gpu": s.cpus_per_gpu,
+                      "cpus_per_engine": s.cpus_per_engine,
+                      "mem_per_gpu_mb": s.mem_per_gpu_mb},
+        "restart": {"policy": s.restart, "limit": s.restart_limit,
+                    "backoff": s.restart_backoff},
+        "drain": t.runtime.rollout.drain, "start_timeout": START_TIMEOUT,
+        "srun_extra": srun_extra, "units": units, "endpoints": _endpoints_doc(plan, addr),
+    }
+    job_json = _json_lines(job)
+    if any(line == _JOB_EOF for line in job_json.splitlines()):  # cannot be: JSON lines
+        raise ValueError("job.json holds its heredoc's delimiter")
     uses_config = any(e["secrets"].config for e in engines)
     return common.tmpl("slurm/job.sbatch.j2", container_args=container_args, plan=plan, t=t,
                  version=__version__, uses_config=uses_config,
                  sbatch_lines=sbatch_lines, engines=engines, routers=routers,
-                 n_nodes=len(plan.nodes), endpoints_json=ep, rehearse=rehearse,
-                 container=container, env=t.runtime.env,
+                 n_nodes=len(plan.nodes), job_json=job_json, job_eof=_JOB_EOF,
+                 rehearse=rehearse, container=container, env=t.runtime.env, slurm=s,
                  secrets=t.runtime.secrets_env_file)
 
 
-def _endpoints_heredoc(plan: Plan, addr: _Addr) -> str:
-    """endpoints.json as the body of an unquoted heredoc: the JSON of :func:`endpoints` (same
-    layout as ``json.dumps(indent=2, sort_keys=True)``), every string escaped for the heredoc,
-    and only the address fields (router URL and address, engine URLs) made the run-time address
-    variables of their nodes: a model named ``node0`` keeps its name."""
-    def text(s: str) -> str:
-        return json.dumps(s, ensure_ascii=False).replace("\\", "\\\\").replace(
-            "$", "\\$").replace("`", "\\`")
+#: seconds a unit may take to become healthy (weights load); SGLGEN_START_TIMEOUT overrides
+START_TIMEOUT = 1800
+#: the delimiter of job.json's heredoc in the sbatch
+_JOB_EOF = "SGLGEN_JOB_JSON"
 
-    def address(s: str) -> str:  # a plan address or URL: the shell form, JSON-quoted
+
+def _json_lines(doc: dict[str, Any]) -> str:
+    """A JSON object for review: a line per key, a line per item of a list (a unit each)."""
+    def one(v: Any) -> str:
+        return json.dumps(v, sort_keys=True, ensure_ascii=True)
+
+    rows = []
+    for k in sorted(doc):
+        v = doc[k]
+        if isinstance(v, list) and v:
+            rows.append(f" {one(k)}: [\n" + ",\n".join(f"  {one(x)}" for x in v) + "\n ]")
+        else:
+            rows.append(f" {one(k)}: {one(v)}")
+    return "{\n" + ",\n".join(rows) + "\n}"
+
+
+def _node_needs(plan: Plan, s: SlurmSpec) -> tuple[int, int]:
+    """(CPUs, MB) the busiest node's engines take when the job shares its nodes: the request
+    of ``--cpus-per-task`` (one task per node) and ``--mem``. resolve requires both rules."""
+    cpus = [0] * len(plan.nodes)
+    mem = [0] * len(plan.nodes)
+    for m in plan.models:
+        for e in m.engines:
+            g = e.gpus_per_engine // e.nnodes
+            for p in e.placements:
+                cpus[p.node] += s.cpus_per_engine or (s.cpus_per_gpu or 1) * max(g, 1)
+                mem[p.node] += (s.mem_per_gpu_mb or 0) * max(g, 1)
+    return max(1, *cpus), max(1, *mem)
+
+
+def _endpoints_doc(plan: Plan, addr: _Addr) -> Any:
+    """endpoints.json for the job to fill in: the document of :func:`endpoints`, with only its
+    address fields (router URL and address, engine URLs) made ``{"$node": i, "prefix",
+    "suffix"}``, which lib/sgljob.py replaces by node i's run-time address; every other string
+    (a model named ``node0``) stays what it is."""
+    def address(v: str) -> Any:
         for a, i in addr.by_addr.items():
-            var = f"${{SGL_ADDR_{i}}}"
-            if s == a:
-                return f'"{var}"'
+            if v == a:
+                return {"$node": i, "prefix": "", "suffix": ""}
             for prefix in (f"http://{a}:", f"http://[{a}]:"):
-                if s.startswith(prefix):  # the port part is ours too, escaped all the same
-                    return '"' + prefix.replace(a, var) + text(s[len(prefix):])[1:]
-        return text(s)
+                if v.startswith(prefix):
+                    return {"$node": i, "prefix": "http://", "suffix": ":" + v[len(prefix):]}
+        return v
 
-    def emit(value: Any, indent: int, where: tuple[str, ...]) -> str:
-        pad = "  " * (indent + 1)
-        if isinstance(value, dict) and value:
-            items = [f"{pad}{text(str(k))}: {emit(v, indent + 1, where + (str(k),))}"
-                     for k, v in sorted(value.items())]
-            return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
-        if isinstance(value, list) and value:
-            return "[\n" + ",\n".join(f"{pad}{emit(v, indent + 1, where)}" for v in value) \
-                + "\n" + "  " * indent + "]"
-        if isinstance(value, str):
-            is_addr = len(where) >= 3 and where[0] == "models" and (
-                where[2] in ("router", "router_address") or where[2] == "engines")
-            return address(value) if is_addr else text(value)
-        return json.dumps(value)
+    def walk(value: Any, where: tuple[str, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, where + (str(k),)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, where) for v in value]
+        if isinstance(value, str) and len(where) >= 3 and where[0] == "models" and (
+                where[2] in ("router", "router_address", "engines")):
+            return address(value)
+        return value
 
-    return emit(endpoints(plan), 0, ())
+    return walk(endpoints(plan), ())
 
 
 def _cmd(token: str) -> str:
@@ -259,14 +305,11 @@ def _cmd(token: str) -> str:
     return shq(token)
 
 
-def _always_quoted(value: str) -> str:
-    q = shq(value)
-    return q if q[0] in "'$" else f"'{q}'"
-
-
 #: the line of generator/redact.py that :func:`redact_source` replaces with the bundled rule
 _RULE_IMPORT = "from generator.compile.credentials import is_credential_name  # sgl-gen: credential rule\n"
 REDACT_SOURCE = ROOT / "generator" / "redact.py"
+#: shipped as slurm/lib/sgljob.py: the supervisor the sbatch hands over to
+JOB_SOURCE = ROOT / "generator" / "slurmjob.py"
 #: names the bundled rule must judge as generator.compile.credentials does
 _PROBE = ("api_key", "admin_api_key", "control_plane_api_keys", "mesh_tls_key", "HF_TOKEN",
           "hfApiKey", "OPENAIAPIKEY", "AUTH_TOKEN_2", "DB_PASS", "GITHUB_PAT", "PWD", "port",
