@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -64,23 +65,12 @@ def plan_cmd(file: str, as_json: bool, local: bool, **kw: Any) -> None:
 def render(file: str, out_dir: str, target: str | None, rehearse: bool, local: bool,
            check: bool, quiet: bool, **kw: Any) -> None:
     """Render FILE into launch artifacts under OUTPUT/<deployment>/."""
-    from pathlib import Path
-
     from generator.compile.pipeline import compile_plan
-    from generator.targets.render import render as render_plan
-    from generator.write import diff_tree, write_tree
 
     plan = compile_plan(file, settings(kw), local=local)
     warn(plan)
-    arts = render_plan(plan, choose_targets(target, plan), rehearse=rehearse)
-    root = Path(out_dir) / plan.name
-    changes = diff_tree(root, arts) if check else write_tree(root, arts)
-    counts: dict[str, int] = {}
-    for c in changes:
-        counts[c.action] = counts.get(c.action, 0) + 1
-        if c.action != "identical" and not quiet:
-            click.echo(f"{c.action:<9} {root / c.path}")
-    summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
+    root, counts, summary = write_render(plan, choose_targets(target, plan), rehearse, out_dir,
+                                         check=check, quiet=quiet)
     if check:
         # a foreign file (not in MANIFEST.sha256) is kept by a render too: not out of date
         dirty = sum(n for a, n in counts.items() if a not in ("identical", "foreign"))
@@ -91,6 +81,26 @@ def render(file: str, out_dir: str, target: str | None, rehearse: bool, local: b
         click.echo(f"{root}: up to date ({summary})")
         return
     click.echo(f"{root}: {summary}")
+
+
+def write_render(plan: Any, targets: tuple[str, ...], rehearse: bool, out_dir: str, *,
+                 check: bool = False, quiet: bool = False, err: bool = False
+                 ) -> tuple[Path, dict[str, int], str]:
+    """Render ``plan`` into ``out_dir/<deployment>/`` under write_tree's ownership rules
+    (``check``: compare only), reporting each file that is not identical (on stderr with
+    ``err``); (root, count per action, the summary text)."""
+    from generator.targets.render import render as render_plan
+    from generator.write import diff_tree, write_tree
+
+    arts = render_plan(plan, targets, rehearse=rehearse)
+    root = Path(out_dir) / plan.name
+    changes = diff_tree(root, arts) if check else write_tree(root, arts)
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.action] = counts.get(c.action, 0) + 1
+        if c.action != "identical" and not quiet:
+            click.echo(f"{c.action:<9} {root / c.path}", err=err)
+    return root, counts, ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
 
 
 @click.command()

@@ -3,6 +3,11 @@
 Each takes ``FILE|OUT_DIR``: a topology (compiled and rendered in memory with the same options as
 ``render``) or a rendered deployment directory (``out/<deployment>/``, used as it is). ``down``
 keeps its ``--local`` form (``up --local``'s counterpart), which cli/local.py implements.
+
+``--target slurm`` (exactly that target) takes deploy, status, logs and down to the Slurm job's
+life instead (generator/deploy/slurmjobs.py): submit with sbatch, follow, status, logs, scancel.
+SSH-only options are then usage errors, as the Slurm-only ones (``--run-dir``, ``--job``,
+``--no-wait``, ``--now``, deploy's ``-o``) are without it.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ def _render_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Comma-separated targets rendered and uploaded: bash,systemd "
                           "(default: bash,systemd). Each host's units run under its "
                           "supervisor (runtime.supervisor, cluster.hosts[].supervisor): "
-                          "systemd needs the systemd target."),
+                          "systemd needs the systemd target. Exactly `slurm`: run the "
+                          "deployment as one Slurm job instead (sbatch, squeue, scancel)."),
         click.option("--rehearse", is_flag=True,
                      help="Use the rehearsal engine instead of SGLang (no GPU needed)."),
     ]
@@ -69,6 +75,10 @@ def _target(source: str, kw: dict[str, Any]) -> Any:
     topology_settings = settings(kw)
     rehearse = kw.pop("rehearse", False)
     target = kw.pop("target", None)
+    if target is not None and {v.strip() for v in target.split(",") if v.strip()} == {"slurm"}:
+        raise SglGenError(f"--target slurm: `sgl-gen {click.get_current_context().info_name}` "
+                          f"works on SSH hosts only (a Slurm job has deploy, status, logs and "
+                          f"down)", exit_code=2)
     p = Path(source)
     if p.is_dir() and (p / "plan.json").is_file():
         if topology_settings or rehearse or target:
@@ -80,6 +90,11 @@ def _target(source: str, kw: dict[str, Any]) -> Any:
     warn(plan)
     if plan.topology.local:
         raise SglGenError("deploy works on SSH hosts; use `sgl-gen up --local` here", exit_code=2)
+    if target is None and not plan.topology.hosts:
+        raise SglGenError(f"{source}: the topology lists no SSH hosts (cluster.hosts), only "
+                          f"cluster.nodes: nothing to reach over SSH (hint: add --target slurm "
+                          f"to run it as a Slurm job, or list the hosts in cluster.hosts)",
+                          exit_code=2)
     return target_from_plan(plan, choose_targets(target, plan), rehearse)
 
 
@@ -133,6 +148,20 @@ def _rollout_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _run_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--run-dir", "run_dir", type=click.Path(file_okay=False),
+                        help="With --target slurm: the job's submit directory, where it writes "
+                             "its logs, state and endpoints (default: sgl-runs/<deployment>; "
+                             "on a filesystem the nodes share).")(f)
+
+
+def _slurm_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--job", "job", metavar="ID",
+                     help="With --target slurm: this job instead of the one recorded in the run "
+                          "directory.")(f)
+    return _run_dir_option(f)
+
+
 def _err(text: str) -> None:
     click.echo(text, err=True)
 
@@ -181,6 +210,180 @@ def _changes_text(result: Any, title: str) -> str:
     return out
 
 
+# -- --target slurm -------------------------------------------------------------------------------
+
+#: options of the SSH path only: with --target slurm, naming one is a usage error
+_SSH_ONLY = ("hosts", "ssh_config", "known_hosts", "accept_new_host_keys", "connect_timeout",
+             "dry_run", "max_unavailable", "drain", "allow_downtime", "adopt", "local")
+#: options of the Slurm path only
+_SLURM_ONLY = ("run_dir", "job", "no_wait", "now", "slurm_out")
+
+
+def _given(name: str) -> bool:
+    """Whether the user named option ``name`` (not its default)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                              ParameterSource.ENVIRONMENT)
+
+
+def _flag(name: str) -> str:
+    ctx = click.get_current_context()
+    for p in ctx.command.params:
+        if p.name == name and isinstance(p, click.Option):
+            return max(p.opts, key=len)
+    return name
+
+
+def _slurm_route(kw: dict[str, Any]) -> bool:
+    """True when ``--target`` is exactly ``slurm``: the Slurm path. SSH-only options are then
+    usage errors, and so are the Slurm-only ones on the SSH path (both named)."""
+    value = kw.get("target")
+    names = list(dict.fromkeys(v.strip() for v in (value or "").split(",") if v.strip()))
+    slurm = "slurm" in names
+    if slurm and names != ["slurm"]:
+        raise SglGenError(f"--target {value}: slurm cannot be combined with other targets here "
+                          f"(--target slurm runs the deployment as one Slurm job; "
+                          f"{', '.join(n for n in names if n != 'slurm')} are deployed over "
+                          f"SSH without it)", exit_code=2)
+    params = click.get_current_context().params
+    if slurm:
+        for name in _SSH_ONLY:
+            if name in params and _given(name):
+                raise SglGenError(f"{_flag(name)}: does not apply with --target slurm (it is an "
+                                  f"option of the SSH {'or local ' if name == 'local' else ''}"
+                                  f"deployment)", exit_code=2)
+    else:
+        for name in _SLURM_ONLY:
+            if name in params and _given(name):
+                raise SglGenError(f"{_flag(name)}: only with --target slurm", exit_code=2)
+    return slurm
+
+
+def _slurm_deployment(source: str, kw: dict[str, Any], *, render_to: str | None = None,
+                      before_render: Callable[[Any], None] | None = None) -> Any:
+    """FILE|OUT_DIR -> slurmjobs.Deployment. ``render_to``: deploy's OUT: a FILE is rendered
+    there as `render --target slurm` would (``before_render`` first sees the deployment), an
+    OUT_DIR's sbatch is used as it is."""
+    from generator.compile.pipeline import compile_plan
+    from generator.deploy.slurmjobs import deployment_from_plan
+    from generator.targets.plans import plan_dict
+
+    topology_settings = settings(kw)
+    rehearse = kw.pop("rehearse", False)
+    kw.pop("target", None)
+    run_dir = kw.pop("run_dir", None)
+    p = Path(source)
+    if p.is_dir() and (p / "plan.json").is_file():
+        if topology_settings or rehearse:
+            raise SglGenError(f"{source} is a rendered deployment: it is used as it is, so "
+                              f"--set/--rehearse (and their shorthands) do not apply; re-render "
+                              f"it, or pass the topology FILE", exit_code=2)
+        plan_doc, sbatch = _read_slurm_dir(p, need_sbatch=render_to is not None)
+        dep = deployment_from_plan(plan_doc, source, run_dir, sbatch)
+        if before_render is not None:
+            before_render(dep)
+        return dep
+    plan = compile_plan(source, topology_settings)
+    warn(plan)
+    if plan.topology.local:
+        raise SglGenError("--target slurm runs a Slurm job: a local topology has none "
+                          "(use `sgl-gen up --local` here)", exit_code=2)
+    targets = choose_targets("slurm", plan)
+    dep = deployment_from_plan(plan_dict(plan), source, run_dir)
+    if render_to is None:
+        return dep
+    if before_render is not None:
+        before_render(dep)
+    from generator.cli.compile import write_render
+
+    root, _, summary = write_render(plan, targets, rehearse, render_to, err=True)
+    click.echo(f"{root}: {summary}", err=True)
+    return deployment_from_plan(plan_dict(plan), source, run_dir,
+                                root / "slurm" / f"{plan.name}.sbatch")
+
+
+def _read_slurm_dir(out_dir: Path, *, need_sbatch: bool) -> tuple[dict[str, Any], Path | None]:
+    """A rendered directory's plan.json and its slurm/<dep>.sbatch, checked as deploy checks a
+    rendered directory (every file against MANIFEST.sha256)."""
+    from generator.deploy.rendered import checked_files
+
+    files = checked_files(out_dir)
+    where = out_dir / "plan.json"
+    try:
+        plan = json.loads(files["plan.json"].decode("utf-8"))
+        name = plan["deployment"]["name"]
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"deployment name {name!r}")
+    except KeyError:
+        raise SglGenError(f"{where}: missing or not a plan") from None
+    except (UnicodeDecodeError, RecursionError, ValueError, TypeError) as exc:
+        raise SglGenError(f"{where}: not a plan: {str(exc)[:200]}") from None
+    rel = f"slurm/{name}.sbatch"
+    if rel not in files:
+        if need_sbatch:
+            raise SglGenError(f"{out_dir}/{rel}: missing: {out_dir} was rendered without the "
+                              f"Slurm target (hint: sgl-gen render FILE -o OUT --target slurm, "
+                              f"or deploy the topology FILE with --target slurm)")
+        return plan, None
+    return plan, out_dir / rel
+
+
+def _slurm_deploy(source: str, kw: dict[str, Any], *, out_dir: str, no_wait: bool,
+                  timeout: float | None, output: str) -> None:
+    from generator.deploy import slurmjobs as sj
+
+    slurm = sj.Slurm()
+    # before the render writes anything: the run directory's last job has ended
+    dep = _slurm_deployment(source, kw, render_to=out_dir,
+                            before_render=lambda d: sj.check_free(d, slurm))
+    rec = None
+    try:
+        rec = sj.submit(dep, slurm, _err)
+        if no_wait:
+            if output == "json":
+                click.echo(json.dumps(sj.Submitted(rec).json(wait=False), indent=2,
+                                      sort_keys=True))
+            else:
+                click.echo(f"submitted job {rec.job}")
+            return
+        done = sj.follow(dep, slurm, rec, timeout=sj.DEFAULT_WAIT if timeout is None
+                         else timeout, echo=_err)
+    except SglGenError as exc:
+        if output == "json":
+            click.echo(json.dumps({"deployment": dep.name, "job": rec.job if rec else None,
+                                   "ok": False, "error": exc.message}, indent=2,
+                                  sort_keys=True))
+        raise
+    if output == "json":
+        click.echo(json.dumps(done.json(wait=True), indent=2, sort_keys=True))
+        return
+    click.echo(f"{dep.name} is up (job {rec.job}); routers:")
+    for model, url in done.routers.items():
+        click.echo(f"  {model}: {url}")
+    click.echo(f"endpoints: {rec.endpoints_file}")
+    click.echo(f"logs: {rec.log_dir}")
+
+
+def _slurm_status(source: str, kw: dict[str, Any], job: str | None, output: str) -> None:
+    from generator.deploy import slurmjobs as sj
+    from generator.deploy import table
+
+    dep = _slurm_deployment(source, kw)
+    st = sj.status(dep, sj.Slurm(), job, _err)
+    if output == "json":
+        click.echo(st.json())
+    else:
+        if st.note:
+            _err(st.note)
+        click.echo(f"{dep.name}: {st.queue}")
+        if st.rows:
+            click.echo(table(st.rows, sj.STATUS_COLUMNS), nl=False)
+    if not st.ok:
+        sys.exit(EXIT_DEPLOY)
+
+
 def register(main: click.Group) -> None:
     register_restart(main)
 
@@ -191,23 +394,40 @@ def register(main: click.Group) -> None:
     @_ssh_options
     @click.option("--dry-run", is_flag=True, help="Connect and preflight; change nothing "
                                                   "(prints what `sgl-gen diff` prints).")
-    @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
-                  help="Seconds to wait for each step's engines and routers to become healthy.")
+    @click.option("--timeout", type=click.FloatRange(min=1), default=None,
+                  help="Seconds to wait for each step's engines and routers to become healthy "
+                       "(default 600). With --target slurm: for the job's endpoints, in all "
+                       "(default 1800: weights load slowly from shared storage).")
     @_rollout_options
     @click.option("--allow-downtime", is_flag=True,
                   help="Stop everything that changes at once and start it again (fastest; "
                        "requests fail meanwhile) instead of rolling engine by engine.")
     @_adopt_option
     @_output_option
+    @click.option("-o", "slurm_out", default=None, metavar="OUT",
+                  help="With --target slurm and a FILE: render into OUT/<deployment>/ "
+                       "(default: out), as `sgl-gen render FILE -o OUT --target slurm`.")
+    @_run_dir_option
+    @click.option("--no-wait", is_flag=True,
+                  help="With --target slurm: submit, print the job id and return.")
     @boundary
-    def deploy(source: str, dry_run: bool, timeout: float, adopt: bool, output: str,
+    def deploy(source: str, dry_run: bool, timeout: float | None, adopt: bool, output: str,
                max_unavailable: Any, drain: float | None, allow_downtime: bool,
-               **kw: Any) -> None:
+               slurm_out: str | None, no_wait: bool, **kw: Any) -> None:
         """Push FILE|OUT_DIR to its SSH hosts, roll out what changed behind the routers, wait
-        until healthy."""
+        until healthy. --target slurm: render, submit the job, wait for its router URLs."""
         from generator import deploy as d
         from generator.deploy import table
 
+        if _slurm_route(kw):
+            if slurm_out is not None and (Path(source) / "plan.json").is_file():
+                raise SglGenError(f"-o: {source} is a rendered deployment: its sbatch is "
+                                  f"submitted as it is (-o renders a topology FILE)",
+                                  exit_code=2)
+            return _slurm_deploy(source, kw, out_dir=slurm_out or "out", no_wait=no_wait,
+                                 timeout=timeout, output=output)
+        kw.pop("run_dir")
+        timeout = 600 if timeout is None else timeout
         target = _target(source, kw)
         opts, only = _ssh(kw)
         try:
@@ -266,13 +486,18 @@ def register(main: click.Group) -> None:
     @_render_options
     @_ssh_options
     @_output_option
+    @_slurm_options
     @boundary
-    def status(source: str, output: str, **kw: Any) -> None:
+    def status(source: str, output: str, run_dir: str | None, job: str | None,
+               **kw: Any) -> None:
         """Per unit: supervisor, state, pid, restarts and last exit (systemd), healthy, URL
-        (exit 3 unless all run and are healthy)."""
+        (exit 3 unless all run and are healthy). --target slurm: the job's state, then per
+        unit its nodes, state, restarts, CPUs and memory."""
         from generator import deploy as d
         from generator.deploy import table
 
+        if _slurm_route(kw):
+            return _slurm_status(source, dict(kw, run_dir=run_dir), job, output)
         target = _target(source, kw)
         opts, only = _ssh(kw)
         rows = d.status(target, opts, echo=_err, only=only)
@@ -293,12 +518,21 @@ def register(main: click.Group) -> None:
     @_ssh_options
     @click.option("-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True)
     @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+    @_slurm_options
     @boundary
-    def logs(source: str, units: tuple[str, ...], lines: int, follow: bool, **kw: Any) -> None:
+    def logs(source: str, units: tuple[str, ...], lines: int, follow: bool,
+             run_dir: str | None, job: str | None, **kw: Any) -> None:
         """Print the logs of UNITS (default: all) from their hosts: the journal under systemd,
-        logs/<unit>.log under bash."""
+        logs/<unit>.log under bash. --target slurm: the job's output (without UNITS), then each
+        unit's per-rank logs; -f until the job ends."""
         from generator import deploy as d
 
+        if _slurm_route(kw):
+            from generator.deploy import slurmjobs as sj
+
+            dep = _slurm_deployment(source, dict(kw, run_dir=run_dir))
+            return sj.logs(dep, sj.Slurm(), job, units, lines=lines, follow_=follow,
+                           out=click.echo, echo=_err)
         target = _target(source, kw)
         opts, only = _ssh(kw)
         if only:
@@ -313,10 +547,21 @@ def register(main: click.Group) -> None:
     @click.option("-o", "--output", "out_dir", default="out", show_default=True,
                   help="With --local: the OUTPUT given to `up`.")
     @click.option("--local", is_flag=True, help="Stop what `up --local` started on this machine.")
+    @_slurm_options
+    @click.option("--now", is_flag=True,
+                  help="With --target slurm: cancel the job at once instead of letting it drain.")
     @boundary
-    def down(source: str, out_dir: str, local: bool, **kw: Any) -> None:
+    def down(source: str, out_dir: str, local: bool, run_dir: str | None, job: str | None,
+             now: bool, **kw: Any) -> None:
         """Stop the deployment: routers on every host first, then engines (systemd: stopped
-        and disabled; every file stays)."""
+        and disabled; every file stays). --target slurm: the job drains (routers stop,
+        engines finish their requests), then is cancelled if still there."""
+        if _slurm_route(kw):
+            from generator.deploy import slurmjobs as sj
+
+            dep = _slurm_deployment(source, dict(kw, run_dir=run_dir))
+            click.echo(sj.down(dep, sj.Slurm(), job, now=now, echo=_err))
+            return None
         if local:
             for k in ("hosts", "ssh_config", "known_hosts", "accept_new_host_keys",
                       "connect_timeout", "target"):

@@ -291,6 +291,15 @@ def _refuse(problems: list[str], what: str) -> None:
             [f"{what}: ... and {more} more problem(s)"] if more > 0 else [])))
 
 
+def checked_files(out_dir: Path) -> dict[str, bytes]:
+    """The files a rendered directory's ``MANIFEST.sha256`` lists (relpath -> content), once
+    every one of them is checked as :func:`target_from_dir` checks them (exit 1 otherwise);
+    the files it does not list are left out."""
+    files, problems, _ = _read_dir(out_dir)
+    _refuse(problems, str(out_dir))
+    return files
+
+
 def target_from_dir(out_dir: Path) -> Target:
     """A rendered deployment directory (``out/<deployment>/``) as it is, once checked: every file
     against ``MANIFEST.sha256``, no symlinks or special files, and ``plan.json`` well-formed
