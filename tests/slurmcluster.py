@@ -6,13 +6,16 @@ and is torn down by :meth:`SlurmCluster.stop`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 SUBNET = "10.77.0"
 BRIDGE = "sglbr0"
@@ -202,3 +205,23 @@ PartitionName=gpu Nodes={nodes} Default=YES MaxTime=INFINITE State=UP OverSubscr
             self._net_down()
         finally:
             self._release_lock()
+
+
+@contextlib.contextmanager
+def running(root: Path, **options: Any) -> Iterator[SlurmCluster]:
+    """A started cluster for a test module's fixture (skips where one cannot run), stopped
+    after."""
+    import pytest
+
+    from tests.tools import need_tool
+
+    for tool in ("slurmctld", "slurmd", "sbatch", "munged", "nsenter", "ip"):
+        need_tool(tool)
+    if os.geteuid() != 0:
+        pytest.skip("a Slurm cluster on this machine needs root")
+    c = SlurmCluster(root, **options)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()

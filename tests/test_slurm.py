@@ -5,7 +5,6 @@ route requests through the real sglang-router, then scancel and check nothing is
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -41,18 +40,10 @@ sglang:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    for tool in ("slurmctld", "slurmd", "sbatch", "munged", "nsenter", "ip"):
-        need_tool(tool)
-    if os.geteuid() != 0:
-        pytest.skip("a Slurm cluster on this machine needs root")
-    from tests.slurmcluster import SlurmCluster
+    from tests.slurmcluster import running
 
-    c = SlurmCluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        c.start()
+    with running(tmp_path_factory.mktemp("slurm")) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def _get(url: str) -> dict:

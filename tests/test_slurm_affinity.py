@@ -12,28 +12,19 @@ import os
 import pytest
 
 from tests.test_slurm_life import _generate, _model, _submit, _topo
-from tests.tools import need_tool
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def bound_cluster(tmp_path_factory):
-    for tool in ("slurmctld", "slurmd", "sbatch", "munged", "nsenter", "ip"):
-        need_tool(tool)
-    if os.geteuid() != 0:
-        pytest.skip("a Slurm cluster on this machine needs root")
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("binding two engines to distinct CPUs needs 2 CPUs")
-    from tests.slurmcluster import SlurmCluster
+    from tests.slurmcluster import running
 
-    c = SlurmCluster(tmp_path_factory.mktemp("slurm-bound"), nodes=1, cpus=2, gpus=2,
-                     task_plugin="task/cgroup,task/affinity")
-    try:
-        c.start()
+    with running(tmp_path_factory.mktemp("slurm-bound"), nodes=1, cpus=2, gpus=2,
+                 task_plugin="task/cgroup,task/affinity") as c:
         yield c
-    finally:
-        c.stop()
 
 
 def test_each_engine_runs_on_its_own_cpu(bound_cluster, tmp_path):

@@ -27,7 +27,6 @@ from generator.targets.render import render
 from generator.write import write_tree
 from tests.helpers import plan_of, write_topo
 from tests.loadloop import Load
-from tests.tools import need_tool
 
 pytestmark = pytest.mark.slow
 
@@ -37,18 +36,10 @@ UP_TIMEOUT = 90
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    for tool in ("slurmctld", "slurmd", "sbatch", "munged", "nsenter", "ip"):
-        need_tool(tool)
-    if os.geteuid() != 0:
-        pytest.skip("a Slurm cluster on this machine needs root")
-    from tests.slurmcluster import SlurmCluster
+    from tests.slurmcluster import running
 
-    c = SlurmCluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        c.start()
+    with running(tmp_path_factory.mktemp("slurm")) as c:
         yield c
-    finally:
-        c.stop()
 
 
 # ---------------------------------------------------------------------------------------------
