@@ -125,6 +125,10 @@ def shares(job: dict[str, Any], node_cpus: list[int] | None, node_mem: list[int]
             cpus = max(1, min(node_cpus[i] for i in u["nodes"]) * g // gpn)
         else:
             cpus = None
+            if not problems:
+                problems.append("Slurm did not say how many CPUs the job has on each node "
+                                "(SLURM_JOB_CPUS_PER_NODE); without it every engine would get "
+                                "1 CPU")
         if res.get("mem_per_gpu_mb"):
             mem: int | None = int(res["mem_per_gpu_mb"]) * max(g, 1)
         elif node_mem is not None:
@@ -158,8 +162,11 @@ def request(method: str, url: str, body: Any = None, key: str | None = None,
         with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - our own URLs
             status, raw = r.status, r.read()
     except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    except (OSError, ValueError):
+        try:
+            status, raw = exc.code, exc.read()
+        except Exception:  # noqa: BLE001 - a reply cut short is no answer
+            return exc.code, None
+    except Exception:  # noqa: BLE001 - refused, reset, cut short, not HTTP: nothing answered
         return 0, None
     try:
         return status, json.loads(raw or b"null")
@@ -212,7 +219,9 @@ class Job:
         self.message = ""
         self.failed_unit: str | None = None
         self.endpoints: str | None = None
-        self.draining = False
+        self.draining = env.get("SGLGEN_DRAIN_REQUESTED") == "1"  # USR1 before we ran
+        self.state_error: str | None = None
+        self.step_ids: dict[str, list[str]] = {}
         self.units: dict[str, Unit] = {}
         for spec in job["units"]:
             node = spec["nodes"][0]
@@ -241,10 +250,16 @@ class Job:
         }
         path = os.path.join(self.log_dir, "state.json")
         tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=2, sort_keys=True)
+                f.write("\n")
+            os.replace(tmp, path)
+            self.state_error = None
+        except OSError as exc:  # a full or flaky shared filesystem: serving goes on
+            if str(exc) != self.state_error:
+                say(f"cannot write {path}: {exc}; trying again")
+            self.state_error = str(exc)
 
     def _node_name(self, i: int) -> str:
         return self.names[i] if i < len(self.names) else str(i)
@@ -256,7 +271,8 @@ class Job:
         n = len(spec["nodes"])
         argv = ["srun", f"--job-name={u.name}", f"--nodes={n}", f"--ntasks={n}",
                 "--ntasks-per-node=1", f"--nodelist={nodes}", "--kill-on-bad-exit=1",
-                "--open-mode=append", f"--output={self.log_dir}/{u.name}-%t.log"]
+                "--open-mode=append",
+                f"--output={self.log_dir.replace('%', '%%')}/{u.name}-%t.log"]
         if u.kind == "engine":
             argv.append("--exact")
             if u.share and u.share.cpus:
@@ -292,6 +308,8 @@ class Job:
         status, body = request("GET", u.url + "/workers", key=key)
         if status != 200 or not isinstance(body, dict):
             return False
+        if self.phase == "up":  # a router restarted: it serves the engines that are healthy
+            return True
         workers = body.get("workers", [])
         return isinstance(workers, list) and len(workers) == int(u.spec["expected"]) and all(
             isinstance(w, dict) and w.get("is_healthy") for w in workers)
@@ -324,17 +342,18 @@ class Job:
         if entries is None:
             return False
         for w in entries:
-            status, body = self.router_call(r, "DELETE", f"/workers/{w.get('id')}")
+            status, _ = self.router_call(r, "DELETE", f"/workers/{w.get('id')}")
             if status not in (200, 202, 204, 404):
-                say(f"{r.name} did not let go of {u.name} ({status} "
-                    f"{json.dumps(body)[:200]}); its own health checks will")
+                say(f"{r.name} did not let go of {u.name} (HTTP {status}); its own health "
+                    "checks will")
                 return False
-        if entries:
-            say(f"{u.name} is out of {r.name} until it is healthy again")
+        # asked to go (or not listed): put_back adds it again, removing any leftover first
+        u.listed = False
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.draining:
             if self.listing(r, u.url) == []:
-                u.listed = False
+                if entries:
+                    say(f"{u.name} is out of {r.name} until it is healthy again")
                 return True
             time.sleep(0.1)
         return False
@@ -348,16 +367,16 @@ class Job:
             return
         if (self.listing(r, u.url) or []) and not self.take_out(u):
             return
+        u.listed = False
         body: dict[str, Any] = {"url": u.url, "worker_type": u.spec["role"]}
         if u.spec["role"] == "prefill" and u.spec.get("bootstrap_port") is not None:
             body["bootstrap_port"] = u.spec["bootstrap_port"]
         key = self.env.get(r.spec["key_env"]) if r.spec.get("key_env") else None
         if key:  # the router calls its workers with its own key
             body["api_key"] = key
-        status, reply = self.router_call(r, "POST", "/workers", body)
+        status, _ = self.router_call(r, "POST", "/workers", body)
         if status not in (200, 201, 202):
-            say(f"{r.name} did not take {u.name} back ({status} {json.dumps(reply)[:200]}); "
-                "trying again")
+            say(f"{r.name} did not take {u.name} back (HTTP {status}); trying again")
             return
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -431,15 +450,28 @@ class Job:
             if u.kind == "engine" and u.state == "healthy" and not u.listed:
                 self.put_back(u)
         timeout = float(self.job["start_timeout"])
-        for u in wanted:
-            if u.state == "starting" and now - u.started > timeout:
-                u.last_exit = None
-                return u
+        for u in self.units.values():
+            if u.state == "starting" and u.proc is not None and now - u.started > timeout:
+                if u in wanted:
+                    return u
+                # a restart that hangs: its step goes, and the exit spends a restart
+                say(f"{u.name} did not become healthy within {timeout:g} s of its restart")
+                self.cancel(u)
         return None
+
+    def cancel(self, u: Unit) -> None:
+        """End a unit's step: ``scancel JOB.STEP`` (its tasks too), else srun itself."""
+        ids = self.steps().get(u.name, [])
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True, timeout=30, check=False)
+        elif u.proc is not None:
+            u.proc.kill()
 
     def run(self) -> int:
         signal.signal(signal.SIGUSR1, self._on_drain)
         signal.signal(signal.SIGTERM, self._on_term)
+        if os.environ.get("SGLGEN_DRAIN_REQUESTED") == "1":  # USR1 while main() read the job
+            self.draining = True
         cpus, mem = node_resources(self.job, self.env, self.names)
         share, problems = shares(self.job, cpus, mem)
         for name, s in share.items():
@@ -453,6 +485,11 @@ class Job:
                   "mem_per_gpu, or ask for nodes that have more", file=sys.stderr, flush=True)
             return 1
         self.write_state()
+        if self.draining:  # asked to stop (USR1) before anything started
+            self.phase, self.message = "stopped", "drained before it started"
+            self.write_state()
+            say("asked to drain before anything started: nothing to stop")
+            return 0
         for phase in (0, 1, 2):
             wanted = [u for u in self.units.values() if u.spec["phase"] == phase]
             for u in wanted:
@@ -505,6 +542,10 @@ class Job:
         # scancel: Slurm signals every step itself; stop supervising, leave quietly
         self.draining = True
         self.stop_all(grace=5)
+        self.phase, self.message = "stopped", "cancelled"
+        for u in self.units.values():
+            u.state = "failed" if u.state == "failed" else "stopped"
+        self.write_state()
         sys.exit(143)
 
     def drain(self) -> int:
@@ -525,15 +566,19 @@ class Job:
                 break
             time.sleep(0.5)
         self.stop_all(grace=30)
+        for u in self.units.values():
+            if u.state != "failed":
+                u.state = "stopped"
         self.phase = "stopped"
         self.message = "drained"
         self.write_state()
         say("drained and stopped")
         return 0
 
-    @staticmethod
-    def _in_flight(u: Unit) -> int:
-        status, body = request("GET", u.url + "/get_load")
+    def _in_flight(self, u: Unit) -> int:
+        r = self.router_of(u)  # engines take their router's key (the router calls them with it)
+        key = self.env.get(r.spec["key_env"]) if r and r.spec.get("key_env") else None
+        status, body = request("GET", u.url + "/get_load", key=key)
         if status == 200:
             items = body if isinstance(body, list) else [body]
             try:
@@ -555,7 +600,9 @@ class Job:
         for line in out.splitlines():
             step, _, name = line.partition("|")
             got.setdefault(name.strip(), []).append(step.strip())
-        return got
+        if got:
+            self.step_ids = got
+        return got or self.step_ids
 
     def _signal(self, units: list[Unit], sig: int) -> None:
         """SIGTERM reaches the tasks through ``scancel --signal=TERM JOB.STEP`` (a signal to
@@ -567,7 +614,11 @@ class Job:
             if todo:  # scancel may say "Invalid job id" for a step it did signal: not checked
                 subprocess.run(["scancel", "--signal=TERM", *todo], capture_output=True,
                                timeout=30, check=False)
-            return
+            # a step squeue did not list: srun itself (it ends its tasks without SIGTERM)
+            live = [u for u in live if not ids.get(u.name)]
+            if live:
+                say(f"no step found for {', '.join(u.name for u in live)}: stopping them "
+                    "without a graceful shutdown")
         for u in live:
             assert u.proc is not None
             try:
@@ -591,6 +642,10 @@ class Job:
         self._wait_gone(live, time.monotonic() + grace)
         self._signal([u for u in live if u.proc is not None], signal.SIGKILL)
         self._wait_gone(live, time.monotonic() + 5)
+
+
+def _early_drain(signum: int, frame: Any) -> None:
+    os.environ["SGLGEN_DRAIN_REQUESTED"] = "1"
 
 
 def fill_addresses(value: Any, addrs: list[str]) -> Any:
@@ -620,6 +675,7 @@ def print_tail(log: str, lines: int = 30, out: Any = None) -> None:
 
 
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGUSR1, _early_drain)  # a drain asked for while we read the job
     if len(argv) == 2 and argv[0] == "tail":  # what a failed unit's log shows in the job output
         print_tail(argv[1], out=sys.stdout)
         return 0
@@ -634,7 +690,16 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ)
     if "SGLGEN_START_TIMEOUT" in env:
         job["start_timeout"] = float(env["SGLGEN_START_TIMEOUT"])
-    return Job(job, env).run()
+    j = Job(job, env)
+    try:
+        return j.run()
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: say so, stop the steps, end
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        j.phase, j.message = "failed", f"sgl-gen's job supervisor failed: {exc!r}"
+        j.write_state()
+        print(f"sgl-gen: {j.message}", file=sys.stderr, flush=True)
+        j.stop_all(grace=10)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ LONG_MODULES = {
     "generator.rehearsal": "shipped to hosts as a single stdlib file",
     # the host agent runs on hosts as one stdlib-only program (python -c <its source>)
     "generator.hostagent": "runs on hosts as a single stdlib file",
+    # the Slurm job's supervisor is shipped next to the sbatch as one stdlib-only file
+    # (slurm/lib/sgljob.py) and runs with the job's python, where sgl-gen is not installed
+    "generator.slurmjob": "shipped to Slurm jobs as a single stdlib file",
 }
 MAX_LINES = 650
 

@@ -159,3 +159,47 @@ def test_endpoints_are_filled_with_run_time_addresses_only_in_address_fields(tmp
     assert ep["models"]["wide"]["engines"] == {"regular": ["http://10.1.0.2:31000"]}
     assert ep["models"]["big"]["router"] == "http://10.1.0.1:30000"
     assert json.dumps(ep).count("node0") == 0
+
+
+def test_a_reply_that_is_not_http_is_no_answer():
+    """A port held by something that is not an HTTP server (or a reply cut short) must never
+    crash the job's supervisor: it is "nothing answered"."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        for reply in (b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"):
+            conn, _ = srv.accept()
+            conn.recv(4096)
+            conn.sendall(reply)
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    assert slurmjob.request("GET", f"http://127.0.0.1:{port}/health") == (0, None)
+    assert slurmjob.request("GET", f"http://127.0.0.1:{port}/health") == (0, None)
+    t.join(5)
+    srv.close()
+
+
+def test_an_unwritable_state_file_does_not_stop_the_job(tmp_path, capsys):
+    job = _job(tmp_path)
+    j = slurmjob.Job(job, {"SGLGEN_LOG_DIR": str(tmp_path / "gone"), "SGLGEN_NODES": "a b",
+                           "SGL_ADDR_0": "10.0.0.1", "SGL_ADDR_1": "10.0.0.2"})
+    j.write_state()
+    j.write_state()
+    out = capsys.readouterr().out
+    assert out.count("cannot write") == 1 and "trying again" in out
+    (tmp_path / "gone").mkdir()
+    j.write_state()
+    assert json.loads((tmp_path / "gone" / "state.json").read_text())["phase"] == "starting"
+
+
+def test_missing_cpu_counts_are_a_problem_not_one_cpu_each(tmp_path):
+    _, problems = slurmjob.shares(_job(tmp_path), None, None)
+    assert problems and "SLURM_JOB_CPUS_PER_NODE" in problems[0]
