@@ -510,7 +510,8 @@ def test_slurm_job_on_a_real_cluster_keeps_names_values_and_logs_private(cluster
         logs = sorted(logdir.iterdir())
         assert [p.name for p in logs] == sorted(
             ["engine-a-b-regular-0-0.log", "engine-a_b-regular-0-0.log",
-             "engine-a_b-regular-0-1.log", "router-a-b-0.log", "router-a_b-0.log"])
+             "engine-a_b-regular-0-1.log", "router-a-b-0.log", "router-a_b-0.log",
+             "state.json"])
         assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in logs} == {
             p.name: 0o600 for p in logs}
     finally:
