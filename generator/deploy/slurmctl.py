@@ -10,13 +10,13 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from generator.errors import EXIT_DEPLOY, SglGenError, visible
 from generator.redact import redact
+from generator.write import write_file
 
 #: the record the CLI writes into the run directory
 RECORD = "sgl-gen-job.json"
@@ -266,22 +266,9 @@ class Record:
 
 
 def write_record(rec: Record) -> Path:
-    """Write the record into its run directory atomically (a temporary file, then rename)."""
-    d = Path(rec.run_dir)
-    path = d / RECORD
-    fd, tmp = tempfile.mkstemp(prefix=f".{RECORD}.", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(rec.doc(), indent=2, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write the record into its run directory atomically (generator.write.write_file)."""
+    path = Path(rec.run_dir) / RECORD
+    write_file(path, (json.dumps(rec.doc(), indent=2, sort_keys=True) + "\n").encode(), 0o600)
     return path
 
 

@@ -249,12 +249,8 @@ class Job:
             } for u in self.units.values()},
         }
         path = os.path.join(self.log_dir, "state.json")
-        tmp = path + ".tmp"
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, path)
+            write_json(path, doc)
             self.state_error = None
         except OSError as exc:  # a full or flaky shared filesystem: serving goes on
             if str(exc) != self.state_error:
@@ -526,12 +522,7 @@ class Job:
 
     def write_endpoints(self) -> str:
         path = os.path.join(self.submit_dir, f"endpoints-{self.job_id}.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(fill_addresses(self.job["endpoints"], self.addrs), f, indent=2,
-                      sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_json(path, fill_addresses(self.job["endpoints"], self.addrs))
         return path
 
     # -- drain and stop -----------------------------------------------------------------------
@@ -642,6 +633,15 @@ class Job:
         self._wait_gone(live, time.monotonic() + grace)
         self._signal([u for u in live if u.proc is not None], signal.SIGKILL)
         self._wait_gone(live, time.monotonic() + 5)
+
+
+def write_json(path: str, doc: Any) -> None:
+    """``doc`` as ``path``, atomically: a reader (``sgl-gen status``) never sees half of it."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
 
 
 def _early_drain(signum: int, frame: Any) -> None:
