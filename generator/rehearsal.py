@@ -16,8 +16,8 @@ What it does, so that routers and launch scripts can be checked without GPUs:
   ``/health``, ``/health_generate``, ``/server_info``, ``/model_info`` (and the ``/get_`` forms),
   ``/v1/models``, ``/v1/loads``, ``/get_load``, ``/flush_cache``, ``POST /generate``,
   ``/v1/completions``, ``/v1/chat/completions`` (also streamed); replies name the engine
-  (``"sgl_gen": {...}``: id, role, node rank, address, pid and the CPUs it may run on, and the
-  text ``rehearsal <engine id>``);
+  (``"sgl_gen": {...}``: id, role, node rank, address, pid, the CPUs it may run on, the container
+  it runs in and the GPU devices it sees, and the text ``rehearsal <engine id>``);
 * ``--rehearsal-startup-delay`` (or ``SGLGEN_REHEARSAL_STARTUP_DELAY`` in the environment) keeps
   ``/health`` at 503 for that long (weight loading);
 * every generation request (``POST /generate``, ``/v1/completions``, ``/v1/chat/completions``,
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hmac
 import http.client
 import itertools
@@ -191,6 +192,21 @@ OWN_OPTIONS = {
     "--rehearsal-request-delay": "request_delay",
     "--rehearsal-kv-timeout": "kv_timeout",
 }
+
+
+@functools.lru_cache(maxsize=1)
+def _sandbox() -> dict[str, Any]:
+    """Where it runs: ``container`` (podman writes /run/.containerenv, docker /.dockerenv; None
+    on a host) and ``gpu_devices``, the NVIDIA GPU device nodes it sees (/dev/nvidiaN: what a
+    runtime's GPU flags gave a container; a host shows all of its own)."""
+    kind = "podman" if os.path.exists("/run/.containerenv") else \
+        "docker" if os.path.exists("/.dockerenv") else None
+    try:
+        names = os.listdir("/dev")
+    except OSError:
+        names = []
+    devs = sorted(int(n[6:]) for n in names if n.startswith("nvidia") and n[6:].isdigit())
+    return {"container": kind, "gpu_devices": devs}
 
 
 class UsageError(Exception):
@@ -341,7 +357,7 @@ class Engine:
                 "host": self.host, "port": self.port, "pid": os.getpid(),
                 # the CPUs it may run on (a Slurm step's binding, a cgroup's cpuset)
                 "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                else None}
+                else None, **_sandbox()}
 
     def is_ready(self) -> bool:
         """Weights "loaded" (startup delay over) and every rank of a multi-node engine joined."""

@@ -148,7 +148,12 @@ def test_endpoints(engine: Callable[..., Proc], tmp_path: Path) -> None:
     p = engine("e1", port, "--served-model-name", "qwen-test", "--tp-size", "2")
     wait_healthy(url, p)
     ident = {"engine_id": "e1", "role": "regular", "node_rank": 0, "host": HOST, "port": port,
-             "pid": p.popen.pid, "cpus": sorted(os.sched_getaffinity(p.popen.pid))}
+             "pid": p.popen.pid, "cpus": sorted(os.sched_getaffinity(p.popen.pid)),
+             # on a host: none (this machine may itself be a container: it says which)
+             "container": "podman" if Path("/run/.containerenv").exists() else
+             "docker" if Path("/.dockerenv").exists() else None,
+             "gpu_devices": sorted(int(d.name[6:]) for d in Path("/dev").glob("nvidia*")
+                                   if d.name[6:].isdigit())}
 
     assert status_of(f"{url}/health_generate") == 200
     for path in ("/server_info", "/get_server_info"):

@@ -292,12 +292,34 @@ def test_render_says_bash_and_systemd_ignore_the_container(tmp_path, kind, args,
     assert r.exit_code == 0, r.stderr
     warning = (f"{topo}:4:14: warning: runtime.container: the {ignored} artifacts do not run the "
                f"{kind} container: they start runtime.python (python3) on the host itself; only "
-               "the Slurm target runs the container (hint: install SGLang on the hosts to use "
-               "these targets, or use only --target slurm)")
+               "the Slurm target runs the container (hint: use kind: docker or kind: podman for "
+               "the hosts' units, or use only --target slurm)")
     if ignored is None:
         assert "runtime.container" not in r.stderr
     else:
         assert warning in r.stderr.splitlines()
+
+
+@pytest.mark.parametrize("kind", ["docker", "podman"])
+@pytest.mark.parametrize(("args", "warned"), [
+    ((), True), (("--target", "slurm"), True), (("--target", "bash,slurm"), True),
+    (("--target", "bash,systemd"), False)])
+def test_render_says_slurm_ignores_a_host_container(tmp_path, kind, args, warned):
+    topo = write_topo(tmp_path, APPTAINER.replace("apptainer", kind).replace(
+        """,
+              mounts: ["/data dir/it's $(x):/m", "/etc/x:/y:ro", "/a\\b:/c"]}""", "}"))
+    r = run_cli("render", str(topo), "-o", str(tmp_path / "out"), *args)
+    assert r.exit_code == 0, r.stderr
+    warning = (f"{topo}:4:14: warning: runtime.container: the Slurm job does not run the {kind} "
+               "container: its steps start runtime.python (python3) on the nodes; "
+               f"{kind} runs the units of the bash and systemd targets (deploy over SSH) (hint: "
+               "for Slurm, use kind: pyxis or kind: apptainer)")
+    if warned:
+        assert warning in r.stderr.splitlines()
+        sbatch = next((tmp_path / "out").rglob("*.sbatch")).read_text()
+        assert f"{kind} run" not in sbatch and "--container-image" not in sbatch
+    else:
+        assert "the Slurm job does not run" not in r.stderr, r.stderr
 
 
 def test_plan_and_deploy_say_it_too(tmp_path):

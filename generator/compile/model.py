@@ -31,6 +31,14 @@ PLAN_VERSION = 1
 
 
 @dataclass(frozen=True)
+class ContainerSpec:
+    kind: str  # docker | podman (SSH hosts) | pyxis | apptainer (Slurm)
+    image: str
+    mounts: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()  # docker/podman run options, argv tokens, before the image
+
+
+@dataclass(frozen=True)
 class HostSpec:
     name: str
     address: str
@@ -40,6 +48,8 @@ class HostSpec:
     gpus: tuple[int, ...]
     workdir: str | None
     supervisor: str | None = None  # None: runtime.supervisor
+    #: None: runtime.container; False: none on this host (its units run the host's python)
+    container: ContainerSpec | bool | None = None
 
 
 @dataclass(frozen=True)
@@ -61,13 +71,6 @@ class SlurmSpec:
     restart_limit: int = 3  # restarts of one unit in one job
     restart_backoff: int | float = 5  # seconds before the first restart, doubling
     stop_before_limit: int = 120  # --signal=B:USR1@N: drain this long before the time limit
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    kind: str
-    image: str
-    mounts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,8 @@ class Node:
     workdir: str = "/var/lib/sgl-gen"
     labels: tuple[str, ...] = ()
     supervisor: str = DEFAULT_SUPERVISOR  # the host's, else runtime.supervisor (SUPERVISORS)
+    #: docker or podman: the container its units run in (the host's, else runtime.container)
+    container: ContainerSpec | None = None
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from generator.compile.argv import engine_argv, placement_argv, router_argv_for
+from generator.compile.containers import HOST_KINDS
 from generator.compile.model import (
+    ContainerSpec,
     Engine,
     GroupSpec,
+    HostSpec,
     ModelPlan,
     Node,
     PlaceholderSlot,
@@ -87,6 +90,17 @@ class _Ports:
         return None
 
 
+def _host_container(topo: Topology, h: HostSpec | None) -> ContainerSpec | None:
+    """The docker/podman container a node's units run in: the host's own, else
+    runtime.container (pyxis and apptainer are the Slurm target's)."""
+    if h is not None and isinstance(h.container, ContainerSpec):
+        return h.container
+    c = topo.runtime.container
+    if h is not None and h.container is False or c is None or c.kind not in HOST_KINDS:
+        return None
+    return c
+
+
 def _node_list(topo: Topology, count: int) -> list[Node]:
     gpn = topo.gpus_per_node
     out = []
@@ -96,11 +110,13 @@ def _node_list(topo: Topology, count: int) -> list[Node]:
             address = LOCAL_ADDRESS if topo.local else h.address
             out.append(Node(i, h.name, address, h.gpus, h.user, h.port,
                             h.workdir or topo.runtime.workdir, h.labels,
-                            h.supervisor or topo.runtime.supervisor))
+                            h.supervisor or topo.runtime.supervisor,
+                            _host_container(topo, h)))
         else:
             address = LOCAL_ADDRESS if topo.local else f"node{i}"
             out.append(Node(i, f"node{i}", address, tuple(range(gpn)),
-                            workdir=topo.runtime.workdir, supervisor=topo.runtime.supervisor))
+                            workdir=topo.runtime.workdir, supervisor=topo.runtime.supervisor,
+                            container=_host_container(topo, None)))
     return out
 
 

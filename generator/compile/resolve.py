@@ -23,6 +23,7 @@ from generator.compile.argchecks import (
     router_spec,
 )
 from generator.compile.catalog import load_catalog
+from generator.compile.containers import HOST_KINDS, container_spec, covered
 from generator.compile.credentials import CREDENTIAL_ENV, is_credential_name, last_word, url_has_credential
 from generator.compile.loader import PathT, SourceMap, format_path
 from generator.compile.model import (
@@ -97,9 +98,12 @@ def resolve(data: dict[str, Any], smap: SourceMap, *, local: bool = False) -> To
         gpus = tuple(h.get("gpus", range(gpn)))
         if len(gpus) != gpn:
             ctx.err(hp + ("gpus",), f"lists {len(gpus)} GPU ids but gpus_per_node is {gpn}")
+        hc = h.get("container")
+        hcontainer = container_spec(ctx, hp + ("container",), hc, host=True) \
+            if isinstance(hc, dict) else (False if hc is False else None)
         hosts.append(HostSpec(h["name"], h["address"], h.get("user"), h.get("port"),
                               tuple(h.get("labels", ())), gpus, h.get("workdir"),
-                              h.get("supervisor")))
+                              h.get("supervisor"), hcontainer))
     nodes: int | None = cluster.get("nodes")
     if hosts and nodes is not None and nodes != len(hosts):
         ctx.err(("cluster", "nodes"), f"is {nodes} but cluster.hosts lists {len(hosts)} hosts")
@@ -293,16 +297,9 @@ def resolve(data: dict[str, Any], smap: SourceMap, *, local: bool = False) -> To
                 ctx.err(("cluster", "slurm", "extra", key), owned[1],
                         _SBATCH_HINT.get(owned[0], ""), key=True)
         slurm = _slurm_spec(ctx, s)
-    container = None
-    if "container" in runtime:
-        c = runtime["container"]
-        no_userinfo(ctx, ("runtime", "container", "image"), c["image"])
-        for j, mount in enumerate(c.get("mounts", ())):
-            if "," in mount:  # pyxis --container-mounts and apptainer --bind split at ','
-                ctx.err(("runtime", "container", "mounts", j),
-                        f"{describe(mount)} holds ',', which separates mounts: it would add "
-                        "another mount", "write each mount as its own list item")
-        container = ContainerSpec(c["kind"], c["image"], tuple(c.get("mounts", ())))
+    container = container_spec(ctx, ("runtime", "container"), runtime["container"]) \
+        if "container" in runtime else None
+    _model_mounts(ctx, models, container, hosts)
     refs = env_refs(data)
     for key, value in runtime.get("env", {}).items():
         epath: PathT = ("runtime", "env", key)
@@ -490,3 +487,27 @@ def _default_name(file: str) -> str:
     stem = Path(file).stem if file else "sglang"
     clean = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-_") or "sglang"
     return clean[:63]
+
+
+def _model_mounts(ctx: Ctx, models: list[ModelSpec], container: ContainerSpec | None,
+                  hosts: list[HostSpec]) -> None:
+    """Warn when a docker/podman container would not see a model's absolute path: no mount of
+    its covers it, so SGLang inside fails to find the weights (or downloads a repo of that name)."""
+    sources: list[tuple[PathT, ContainerSpec]] = []
+    if container is not None and container.kind in HOST_KINDS:
+        sources.append((("runtime", "container", "mounts"), container))
+    for i, h in enumerate(hosts):
+        if isinstance(h.container, ContainerSpec) and h.container.kind in HOST_KINDS:
+            sources.append((("cluster", "hosts", i, "container", "mounts"), h.container))
+    for path, c in sources:
+        for m in models:
+            if m.model_path.startswith("/") and not covered(c.mounts, m.model_path):
+                where = path if c.mounts else path[:-1]
+                ctx.warn(where, f"no mount covers {m.model_path} (the model path of {m.name}): "
+                         f"the {c.kind} container does not see it",
+                         f"add a mount such as {_parent(m.model_path)}:{_parent(m.model_path)}:ro")
+
+
+def _parent(path: str) -> str:
+    head = path.rstrip("/").rsplit("/", 1)[0]
+    return head or "/"

@@ -17,6 +17,7 @@ from generator.targets.common import (
     rehearsal_lib,
     root_of,
 )
+from generator.targets.containers import container_run, split_inside
 
 
 def host_artifacts(plan: Plan, node: Node, units: list[Unit], rehearse: bool,
@@ -27,15 +28,17 @@ def host_artifacts(plan: Plan, node: Node, units: list[Unit], rehearse: bool,
     arts: dict[str, Artifact] = {}
     for u in units:
         sec = launch_secrets(u)
-        lines = argv_lines(sec.argv_tokens)
+        ctr = container_run(plan, node.container, u, sec, rehearse) if node.container else None
+        lines = argv_lines(split_inside(sec)[0] if ctr else sec.argv_tokens)
         if sec.config:
             lines.insert(0, f'--config "$SGLGEN_ROOT/run/{u.name}.secrets.yaml"')
         arts[f"{base}/bin/{u.name}.sh"] = Artifact(common.tmpl(
             "bash/unit.sh.j2", u=u, node=node, root=root,
             command=" ".join(command_word(c) for c in u.command),
-            lines=lines, secrets=sec, **ctx), MODE_EXEC)
+            lines=lines, secrets=sec, ctr=ctr, **ctx), MODE_EXEC)
     arts[f"{base}/sgl-gen-host.sh"] = Artifact(common.tmpl(
-        "bash/sgl-gen-host.sh.j2", node=node, root=root, units=units, **ctx), MODE_EXEC)
+        "bash/sgl-gen-host.sh.j2", node=node, root=root, units=units,
+        container=node.container, **ctx), MODE_EXEC)
     if rehearse:
         arts.update(rehearsal_lib(f"{base}/lib", plan.topology.sglang_version))
     return arts

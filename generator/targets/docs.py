@@ -13,7 +13,20 @@ from generator.targets.common import Artifact, gpu_ranges
 def readme(plan: Plan, targets: tuple[str, ...], ctx: dict[str, Any]) -> Artifact:
     """``README.md`` of a render."""
     return Artifact(common.tmpl("README.md.j2", gpu_map=_gpu_map(plan), mermaid=_mermaid(plan),
-                                gpu_ranges=gpu_ranges, targets=targets, **ctx))
+                                gpu_ranges=gpu_ranges, targets=targets,
+                                containers=_containers(plan), **ctx))
+
+
+def _containers(plan: Plan) -> list[tuple[str, str, str, str, str]]:
+    """Per unit of a docker/podman node, in start order: unit, host, runtime, container name,
+    image."""
+    out = []
+    for index, units in sorted(common.units_by_node(plan).items()):
+        node = plan.nodes[index]
+        if node.container is not None:
+            out += [(u.name, node.host, node.container.kind, f"sgl-{plan.name}-{u.name}",
+                     node.container.image) for u in units]
+    return out
 
 
 def _gpu_map(plan: Plan) -> list[tuple[int, str, str, list[str]]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from generator.compile.model import PLAN_VERSION, Engine, Plan, Router, SlurmSpec
+from generator.compile.model import PLAN_VERSION, ContainerSpec, Engine, Plan, Router, SlurmSpec
 
 
 def argv_json(argv: tuple[Any, ...]) -> list[Any]:
@@ -34,7 +34,18 @@ def _router(r: Router) -> dict[str, Any]:
     }
 
 
-def _engine(e: Engine) -> dict[str, Any]:
+def _container(c: ContainerSpec) -> dict[str, Any]:
+    return {"kind": c.kind, "image": c.image, "mounts": list(c.mounts),
+            "options": list(c.options)}
+
+
+def _runs_in(plan: Plan, node: int, unit: str) -> dict[str, Any]:
+    """``container`` (its name) and ``image`` of a unit on a docker/podman node, else nothing."""
+    c = plan.nodes[node].container
+    return {"container": f"sgl-{plan.name}-{unit}", "image": c.image} if c else {}
+
+
+def _engine(plan: Plan, e: Engine) -> dict[str, Any]:
     d: dict[str, Any] = {
         "id": e.id,
         "group": e.group,
@@ -46,7 +57,9 @@ def _engine(e: Engine) -> dict[str, Any]:
         "placements": [
             {"node": p.node, "host": p.host, "address": p.address, "gpus": list(p.gpus),
              "node_rank": p.node_rank, **({"argv": argv_json(p.argv)} if e.nnodes > 1 else {}),
-             **({"port": p.port} if p.port is not None else {})}
+             **({"port": p.port} if p.port is not None else {}),
+             **_runs_in(plan, p.node, f"engine-{e.id}" if e.nnodes == 1
+                        else f"engine-{e.id}-r{p.node_rank}")}
             for p in e.placements
         ],
         "host": e.host,
@@ -100,7 +113,8 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
              "workdir": n.workdir, "supervisor": n.supervisor,
              **({"user": n.user} if n.user else {}),
              **({"ssh_port": n.ssh_port} if n.ssh_port else {}),
-             **({"labels": list(n.labels)} if n.labels else {})}
+             **({"labels": list(n.labels)} if n.labels else {}),
+             **({"container": _container(n.container)} if n.container else {})}
             for n in plan.nodes
         ],
         "models": [
@@ -109,8 +123,9 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
                 "model_path": m.model_path,
                 "update_weights": m.update_weights,
                 "pd": m.pd,
-                "router": _router(m.router),
-                "engines": [_engine(e) for e in m.engines],
+                "router": {**_router(m.router),
+                           **_runs_in(plan, m.router.node, f"router-{m.name}")},
+                "engines": [_engine(plan, e) for e in m.engines],
                 "placeholders": [{"node": p.node, "gpus": list(p.gpus)} for p in m.placeholders],
             }
             for m in plan.models

@@ -158,6 +158,8 @@ def render_sbatch(plan: Plan, rehearse: bool = False) -> str:
         elif value is not False:
             sbatch_lines.append(f"#SBATCH --{key}={_sbatch_quote(str(value))}")
     container = t.runtime.container
+    if container is not None and container.kind not in ("pyxis", "apptainer"):
+        container = None  # docker/podman run the hosts' units (container_warning says so)
     engines: list[dict[str, Any]] = []
     routers: list[dict[str, Any]] = []
     units: list[dict[str, Any]] = []  # job.json: what lib/sgljob.py starts and supervises
@@ -384,17 +386,29 @@ def _literal(value: Any) -> str:
 
 
 def container_warning(plan: Plan, targets: tuple[str, ...]) -> str | None:
-    """The warning for a ``runtime.container`` that bash or systemd artifacts would ignore:
-    only the Slurm target runs a container (pyxis or apptainer), the host scripts and units
-    start ``runtime.python`` on the host."""
+    """The warning for a ``runtime.container`` that some of ``targets`` would ignore: pyxis and
+    apptainer run the Slurm target's steps only (the host scripts and units start
+    ``runtime.python`` on the host), docker and podman the host scripts and units only."""
     c = plan.topology.runtime.container
-    ignored = [x for x in ("bash", "systemd") if x in targets]
-    if c is None or not ignored:
+    if c is None:
         return None
-    message = (f"the {' and '.join(ignored)} artifacts do not run the {c.kind} container: "
-               f"they start runtime.python ({plan.topology.runtime.python}) on the host itself; "
-               "only the Slurm target runs the container")
-    hint = "install SGLang on the hosts to use these targets, or use only --target slurm"
+    if c.kind in ("docker", "podman"):
+        ignored = [x for x in ("slurm",) if x in targets]
+        if not ignored:
+            return None
+        message = (f"the Slurm job does not run the {c.kind} container: its steps start "
+                   f"runtime.python ({plan.topology.runtime.python}) on the nodes; {c.kind} "
+                   "runs the units of the bash and systemd targets (deploy over SSH)")
+        hint = "for Slurm, use kind: pyxis or kind: apptainer"
+    else:
+        ignored = [x for x in ("bash", "systemd") if x in targets]
+        if not ignored:
+            return None
+        message = (f"the {' and '.join(ignored)} artifacts do not run the {c.kind} container: "
+                   f"they start runtime.python ({plan.topology.runtime.python}) on the host "
+                   "itself; only the Slurm target runs the container")
+        hint = ("use kind: docker or kind: podman for the hosts' units, or use only --target "
+                "slurm")
     if plan.topology.smap is None:
         return Diagnostic(plan.topology.file, 0, 0, "runtime.container", message, hint,
                           "warning").format()

@@ -40,7 +40,8 @@ def host_artifacts(plan: Plan, node: Node, units: list[Unit],
             "systemd/unit.service.j2", u=u, node=node, root=root,
             after=[systemd_name(plan, x) for x in units if x.name in u.after],
             await_cmd=await_cmd, load_seconds=LOAD_SECONDS,
-            timeout_start=LOAD_SECONDS + START_MARGIN_SECONDS, **ctx))
+            timeout_start=LOAD_SECONDS + START_MARGIN_SECONDS, container=node.container,
+            **ctx))
     arts[f"{base}/systemd/sgl-{plan.name}.target"] = Artifact(common.tmpl(
         "systemd/deployment.target.j2", node=node,
         units=[systemd_name(plan, u) for u in units], **ctx))
