@@ -6,8 +6,10 @@ is uploaded for it, and each call carries the code it runs. The subcommands, eac
 arguments from one JSON object and printing JSON on stdout:
 
 * ``probe``: what a deploy needs to know about a host (Python modules, GPUs, free disk, listening
-  ports, the files under the root with their hashes, the manifest, the units' states);
-* ``poll``: the units' states, HTTP checks of their endpoints and the tails of their logs;
+  ports, the files under the root with their hashes, the manifest, the units' states; on a
+  container host the runtime, the image's id, pulled first with ``pull``, and its SGLang);
+* ``poll``: the units' states, HTTP checks of their endpoints and the tails of their logs (and
+  with ``container``, each unit's container as ``<kind> container inspect`` reports it);
 * ``wait``: watches units come up, one JSON event a line (``ready``, ``dead``, ``timeout``,
   ``tick``) until all are ready, one dies, the abort file appears or time runs out;
 * ``start``: started detached; runs ``sgl-gen-host.sh start`` for the units as a child
@@ -442,6 +444,84 @@ def supervised_states(A: dict[str, Any], names: list[str], manifest: Any = None
     return units, other
 
 
+# ---------------------------------------------------------------------------------------------
+# Containers (runtime.container kind docker|podman): the runtime, the image, the units' containers
+
+#: what the image's interpreter prints: its SGLang version (the catalog's must match)
+_VERSION_CODE = "import sglang; print(sglang.__version__)"
+
+
+def _ctr(argv: list[str], timeout: float) -> tuple[int, str, str]:
+    """One call of the runtime's client: (exit status, stdout, stderr); 127 when it is missing,
+    124 when it timed out."""
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+        return r.returncode, r.stdout, r.stderr
+    except FileNotFoundError:
+        return 127, "", f"{argv[0]}: not found on PATH"
+    except subprocess.TimeoutExpired:
+        return 124, "", f"{' '.join(argv[:3])}: no answer within {timeout:g} s"
+    except OSError as e:
+        return 126, "", f"{argv[0]}: {e.strerror or e}"
+
+
+def _last_line(text: str) -> str:
+    lines = [x.strip() for x in text.strip().splitlines() if x.strip()]
+    return lines[-1][:400] if lines else ""
+
+
+def container_probe(c: dict[str, Any]) -> dict[str, Any]:
+    """The runtime (usable by this user?), the image (pulled first with ``pull``; its id) and
+    the SGLang version inside it."""
+    kind, image = c["kind"], c["image"]
+    out: dict[str, Any] = {"kind": kind, "image": {"id": None}, "runtime": {"ok": False},
+                           "sglang": None}
+    # docker version also asks the daemon: a missing daemon or socket permission fails here
+    rc, so, se = _ctr([kind, "version"], 30)
+    if rc != 0:
+        out["runtime"] = {"ok": False, "error": _last_line(se or so) or f"exit {rc}",
+                          "missing": rc == 127}
+        return out
+    out["runtime"] = {"ok": True}
+    if c.get("pull"):
+        rc, so, se = _ctr([kind, "pull", image], 3600)
+        out["pull"] = {"ok": rc == 0, **({"error": _last_line(se or so)} if rc else {})}
+    rc, so, se = _ctr([kind, "image", "inspect", "--format", "{{.Id}}", image], 60)
+    if rc != 0 or not so.strip():
+        out["image"] = {"id": None, "error": _last_line(se or so) or f"exit {rc}"}
+        return out
+    out["image"] = {"id": so.strip().splitlines()[0]}
+    rc, so, se = _ctr([kind, "run", "--rm", "--network", "none", "--entrypoint",
+                       c.get("python") or "python3", image, "-c", _VERSION_CODE], 300)
+    version = so.strip().splitlines()[-1].strip() if rc == 0 and so.strip() else None
+    out["sglang"] = {"version": version, **({} if version else {
+        "error": _last_line(se or so) or f"exit {rc}"})}
+    return out
+
+
+def container_states(c: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Per unit, its container ``sgl-<deployment>-<unit>`` as the runtime reports it: id,
+    status (running, exited...), exit code, start time; None where there is none."""
+    kind, dep = c["kind"], c["deployment"]
+    want = {f"sgl-{dep}-{u}": u for u in names}
+    out: dict[str, Any] = {u: None for u in names}
+    if not want:
+        return out
+    fmt = ("{{.Name}}\t{{.Id}}\t{{.State.Status}}\t{{.State.ExitCode}}\t{{.State.StartedAt}}"
+           "\t{{index .Config.Labels \"sgl-gen.deployment\"}}")
+    # an absent name makes the exit status non-zero; the others are still printed
+    _, so, _ = _ctr([kind, "container", "inspect", "--format", fmt, *sorted(want)], 60)
+    for line in so.splitlines():
+        f = line.split("\t")
+        if len(f) != 6 or f[0].lstrip("/") not in want or f[5] != dep:
+            continue
+        out[want[f[0].lstrip("/")]] = {"id": f[1], "status": f[2],
+                                        "exit": int(f[3]) if f[3].lstrip("-").isdigit() else None,
+                                        "started": f[4]}
+    return out
+
+
 def probe(A: dict[str, Any]) -> dict[str, Any]:
     root = A["root"]
     out: dict[str, Any] = {"python": sys.version.split()[0], "modules": {}, "gpus": None,
@@ -523,6 +603,8 @@ def probe(A: dict[str, Any]) -> dict[str, Any]:
             target = f"sgl-{sup['deployment']}.target" if sup.get("deployment") else None
             out["systemd"] = systemd_info({"unit_files": sorted(set(names)), "target": target})
     out["units"], out["other_units"] = supervised_states(A, A["units"], out["manifest"])
+    if A.get("container"):
+        out["container"] = container_probe(A["container"])
     return out
 
 
@@ -556,6 +638,8 @@ def poll(A: dict[str, Any]) -> dict[str, Any]:
                             else body[:200].decode("utf-8", "replace")]
     for u in A["tails"]:
         out["tails"][u] = tail(A, u)
+    if A.get("container"):
+        out["containers"] = container_states(A["container"], A["units"])
     return out
 
 

@@ -210,11 +210,22 @@ def _changes_text(result: Any, title: str) -> str:
     return out
 
 
+def _short_container(c: Any) -> str:
+    """A unit's container in the status table: its short id and status, or -."""
+    if not isinstance(c, dict):
+        return "-"
+    st = c.get("status") or "?"
+    if st != "running" and c.get("exit") is not None:
+        st += f" ({c['exit']})"
+    return f"{str(c.get('id') or '')[:12]} {st}"
+
+
 # -- --target slurm -------------------------------------------------------------------------------
 
 #: options of the SSH path only: with --target slurm, naming one is a usage error
 _SSH_ONLY = ("hosts", "ssh_config", "known_hosts", "accept_new_host_keys", "connect_timeout",
-             "dry_run", "max_unavailable", "drain", "allow_downtime", "adopt", "local")
+             "dry_run", "max_unavailable", "drain", "allow_downtime", "adopt", "local", "pull",
+             "accept_image_version")
 #: options of the Slurm path only
 _SLURM_ONLY = ("run_dir", "job", "no_wait", "now", "slurm_out")
 
@@ -403,6 +414,12 @@ def register(main: click.Group) -> None:
                   help="Stop everything that changes at once and start it again (fastest; "
                        "requests fail meanwhile) instead of rolling engine by engine.")
     @_adopt_option
+    @click.option("--pull", is_flag=True,
+                  help="Container hosts: pull the image on each host first (once per host, "
+                       "before anything stops); without it the image must be there.")
+    @click.option("--accept-image-version", is_flag=True,
+                  help="Container hosts: deploy an image whose SGLang is not the version the "
+                       "topology was validated against (a warning instead of an error).")
     @_output_option
     @click.option("-o", "slurm_out", default=None, metavar="OUT",
                   help="With --target slurm and a FILE: render into OUT/<deployment>/ "
@@ -413,7 +430,8 @@ def register(main: click.Group) -> None:
     @boundary
     def deploy(source: str, dry_run: bool, timeout: float | None, adopt: bool, output: str,
                max_unavailable: Any, drain: float | None, allow_downtime: bool,
-               slurm_out: str | None, no_wait: bool, **kw: Any) -> None:
+               slurm_out: str | None, no_wait: bool, pull: bool, accept_image_version: bool,
+               **kw: Any) -> None:
         """Push FILE|OUT_DIR to its SSH hosts, roll out what changed behind the routers, wait
         until healthy. --target slurm: render, submit the job, wait for its router URLs."""
         from generator import deploy as d
@@ -433,7 +451,8 @@ def register(main: click.Group) -> None:
         try:
             result = d.deploy(target, opts, echo=_err, only=only, timeout=timeout,
                               dry_run=dry_run, adopt=adopt, max_unavailable=max_unavailable,
-                              drain=drain, allow_downtime=allow_downtime)
+                              drain=drain, allow_downtime=allow_downtime, pull=pull,
+                              accept_image_version=accept_image_version)
         except SglGenError as exc:
             if output == "json":
                 click.echo(json.dumps({"deployment": target.name, "ok": False,
@@ -505,8 +524,12 @@ def register(main: click.Group) -> None:
             click.echo(json.dumps({"deployment": target.name, "units": rows}, indent=2,
                                   sort_keys=True))
         else:
-            click.echo(table(rows, ["host", "unit", "kind", "supervisor", "state", "pid",
-                                    "restarts", "last_exit", "healthy", "url"]), nl=False)
+            cols = ["host", "unit", "kind", "supervisor", "state", "pid", "restarts",
+                    "last_exit", "healthy", "url"]
+            if any(r.get("container") for r in rows):
+                cols.insert(6, "container")
+            click.echo(table([dict(r, container=_short_container(r.get("container")))
+                              for r in rows], cols), nl=False)
         if any(r["state"] != "running" or r["healthy"] is False for r in rows):
             sys.exit(EXIT_DEPLOY)
 

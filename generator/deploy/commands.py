@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from generator.deploy.changes import Changes, UnitAction
-from generator.deploy.decide import Remote, decide, preflight
+from generator.deploy.decide import Remote, container_problems, decide, preflight
 from generator.deploy.hostfiles import (
     foreign_unit_dir,
     manifest_doc,
@@ -100,20 +100,27 @@ def _stop_phase(s: Session, ch: Changes, sups: dict[str, Supervisor], echo: Echo
 def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = (),
            timeout: float = 600, dry_run: bool = False, min_free_mb: int = 100,
            adopt: bool = False, max_unavailable: int | str | None = None,
-           drain: float | None = None, allow_downtime: bool = False) -> Result:
+           drain: float | None = None, allow_downtime: bool = False, pull: bool = False,
+           accept_image_version: bool = False) -> Result:
     """Converge the hosts on the target. Raises DeployError (exit 3) on failure. ``adopt``: a
     root without a manifest is deployed into; its files are kept (and reported). Changes roll
-    out engine by engine behind the routers (rollout.py) unless ``allow_downtime``."""
+    out engine by engine behind the routers (rollout.py) unless ``allow_downtime``. On
+    container hosts, ``pull`` pulls the image first; ``accept_image_version`` deploys an image
+    whose SGLang is not the catalog's (with a warning)."""
     mu = target.max_unavailable if max_unavailable is None else max_unavailable
     drain = target.drain if drain is None else drain
     with Session(target, opts, echo, only, api_only=router_hosts(target, only)) as s:
-        remotes = s.probe(gpus=True)
+        remotes = s.probe(gpus=True, pull=pull)
+        image_problems, image_warnings = container_problems(target, remotes, pull,
+                                                            accept_image_version)
+        for w in image_warnings:
+            echo(f"warning: {w}")
         ch = decide(target, remotes, adopt)
         live = live_routers(s)
         ro = plan_rollout(target, ch, _deployed_urls(remotes), live, {h.name for h in s.hosts},
                           max_unavailable=mu, drain=drain, allow_downtime=allow_downtime)
-        problems = preflight(target, remotes, ch, min_free_mb << 20,
-                             stop_all=allow_downtime) + ro.refused
+        problems = image_problems + preflight(target, remotes, ch, min_free_mb << 20,
+                                              stop_all=allow_downtime) + ro.refused
         if problems:
             raise DeployError("preflight failed:\n" + "\n".join(f"  {p}" for p in problems))
         sups = _sups(s, remotes)
@@ -330,7 +337,7 @@ def status(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
                 for h in s.hosts}
         auth = {h.name: {u.url + "/workers": u.api_key_env for u in h.spec.units
                          if u.kind == "router" and u.api_key_env} for h in s.hosts}
-        res = s.poll(units, urls, auth=auth, last_exit=True)
+        res = s.poll(units, urls, auth=auth, last_exit=True, containers=True)
         rows = []
         for h in s.hosts:
             r = res[h.name]
@@ -353,7 +360,9 @@ def status(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
                              "last_exit": st.get("last_exit") if sd else None,
                              "enabled": st.get("enabled") if sd else None,
                              "healthy": healthy if st.get("state") == "running" else False,
-                             "url": u.url})
+                             "url": u.url,
+                             # container hosts: its container (id, status, exit, started)
+                             "container": (r.get("containers") or {}).get(u.name)})
             for other, states in ((h.spec.supervisor, r["units"]),
                                   ("bash" if sd else "systemd", r.get("other_units") or {})):
                 for name, st in sorted(states.items()):
@@ -364,7 +373,8 @@ def status(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
                                      "state": "running (not in the plan)" if name not in known
                                      else f"running (under {other})", "pid": st.get("pid"),
                                      "active": None, "restarts": None, "last_exit": None,
-                                     "enabled": None, "healthy": None, "url": ""})
+                                     "enabled": None, "healthy": None, "url": "",
+                                     "container": None})
         return rows
 
 

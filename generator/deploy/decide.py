@@ -69,6 +69,12 @@ class Remote:
         got = (self.systemd.get("installed") or {}).get(u.service)
         return got is None or len(got) > 2 or got[0] != owned.get(u.service)
 
+    def image_changed(self, u: UnitSpec) -> bool:
+        """On a container host: the unit ran another image than the one its name has now."""
+        spec = self.host.spec
+        was = self._recorded(u.name, "image")
+        return spec.container is not None and was is not None and was != spec.image.get("id")
+
     def deployed_hash(self, u: UnitSpec) -> str | None:
         got = self._recorded(u.name, "hash")
         if got:
@@ -77,6 +83,11 @@ class Remote:
         if all(rel in files for rel in u.files):
             return unit_hash({rel: files[rel][0] for rel in u.files})
         return None
+
+
+def _short(image_id: Any) -> str:
+    """An image id as the runtimes print it: 12 hex digits, without the sha256: prefix."""
+    return str(image_id or "?").removeprefix("sha256:")[:12]
 
 
 def _other(sup: str) -> str:
@@ -100,7 +111,8 @@ def decide(target: Target, remotes: dict[str, Remote], adopt: bool = False) -> C
             elif st != "running":
                 wanted[u.name] = (h, u, "start")
             elif u.kind == "router" and r.deployed_hash(u) != h.unit_hash(u) \
-                    and r.deployed_settings(u) == u.settings and not r.unit_file_drifted(u):
+                    and r.deployed_settings(u) == u.settings and not r.unit_file_drifted(u) \
+                    and not r.image_changed(u):
                 # only its worker list changed: applied live (POST/DELETE /workers)
                 wanted[u.name] = (h, u, "update")
             elif r.deployed_hash(u) != h.unit_hash(u) or u.service in ch.install[h.host]:
@@ -138,6 +150,10 @@ def decide(target: Target, remotes: dict[str, Remote], adopt: bool = False) -> C
                 reason = "its installed unit file differs from sgl-gen's"
             elif act == "restart" and r.deployed_hash(u) == h.unit_hash(u):
                 reason = "another rank of its engine restarts"
+            elif act == "restart" and r.image_changed(u):
+                reason = (f"its image changed ({(h.container or {}).get('image')}: "
+                          f"{_short(r.records[u.name]['image'])} -> "
+                          f"{_short(h.image.get('id'))})")
             elif act == "restart" and u.kind == "router":
                 reason = "its own settings changed"
             elif act == "start" and st == "dead":
@@ -177,6 +193,59 @@ def _systemd_problems(h: HostSpec, r: Remote) -> list[str]:
                             f"(hint: is the user manager of {user} running? loginctl "
                             f"show-user {user})")
     return problems
+
+
+def container_problems(target: Target, remotes: dict[str, Remote], pull: bool = False,
+                       accept_version: bool = False) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of the container hosts: the runtime usable by the SSH user, the
+    image present (pulled, with ``pull``), its SGLang the plan's (``accept_version``
+    (--accept-image-version): a mismatch is a warning)."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    for name, r in sorted(remotes.items()):
+        c = r.host.spec.container
+        got = r.probe.get("container")
+        if c is None:
+            continue
+        kind, image = c["kind"], c["image"]
+        if not isinstance(got, dict):
+            problems.append(f"{name}: the host agent did not report on {kind} (an older sgl-gen?)")
+            continue
+        rt = got.get("runtime") or {}
+        if not rt.get("ok"):
+            hint = (f"install {kind} on {name}" if rt.get("missing") else
+                    f"can {r.host.spec.user or 'the SSH user'} run `{kind} version` there? "
+                    + ("add the user to the docker group, or connect as root"
+                       if kind == "docker" else "a rootless podman needs the user's subuid range"))
+            problems.append(f"{name}: {kind} is not usable: {rt.get('error')} (hint: {hint})")
+            continue
+        pulled = got.get("pull") or {}
+        if pull and pulled.get("ok") is False:
+            problems.append(f"{name}: {kind} pull {image} failed: {pulled.get('error')}")
+            continue
+        if not (got.get("image") or {}).get("id"):
+            problems.append(
+                f"{name}: the image {image} is not on the host ({kind}: "
+                f"{(got.get('image') or {}).get('error')}) (hint: deploy --pull, or `{kind} pull "
+                f"{image}` / `{kind} load` there)")
+            continue
+        sg = got.get("sglang") or {}
+        version = sg.get("version")
+        want = target.sglang_version
+        if not version:
+            problems.append(f"{name}: the image {image} has no SGLang its {target.python} can "
+                            f"import ({sg.get('error')}) (hint: is runtime.python the image's "
+                            f"interpreter?)")
+        elif want and version != want:
+            msg = (f"{name}: the image {image} has SGLang {version}, but the topology was "
+                   f"validated against the catalog of SGLang {want}")
+            if accept_version:
+                warnings.append(f"{msg}: deploying anyway (--accept-image-version)")
+            else:
+                problems.append(f"{msg} (hint: set deployment.sglang_version: \"{version}\" if "
+                                f"sgl-gen has its catalog, use an image of SGLang {want}, or "
+                                f"deploy with --accept-image-version)")
+    return problems, warnings
 
 
 def preflight(target: Target, remotes: dict[str, Remote], ch: Changes,

@@ -193,14 +193,16 @@ def manifest_doc(host: Host, target: Target, units: dict[str, str],
     before = before if isinstance(before, dict) else {}
 
     def record(u: Any) -> dict[str, Any]:
+        rec = before.get(u.name)
+        rec = rec if isinstance(rec, dict) else {}
         if units[u.name] == spec.unit_hash(u):
-            url, settings = u.url, u.settings
-        else:  # still what it ran before: its URL and settings as deployed
-            rec = before.get(u.name)
-            rec = rec if isinstance(rec, dict) else {}
-            url, settings = str(rec.get("url") or u.url), rec.get("settings")
+            url, settings, image = u.url, u.settings, spec.image.get("id")
+        else:  # still what it ran before: its URL, settings and image as deployed
+            url, settings, image = str(rec.get("url") or u.url), rec.get("settings"), \
+                rec.get("image")
         return {"kind": u.kind, "hash": units[u.name], "url": url,
-                **({"settings": str(settings)} if settings else {})}
+                **({"settings": str(settings)} if settings else {}),
+                **({"image": str(image)} if image and spec.container is not None else {})}
     doc: dict[str, Any] = {
         "deployment": target.name,
         "generator": f"sgl-gen {__version__}",
@@ -210,6 +212,9 @@ def manifest_doc(host: Host, target: Target, units: dict[str, str],
         "files": {rel: spec.sha(rel) for rel in sorted(spec.files)},
         "units": {u.name: record(u) for u in spec.units if u.name in units},
     }
+    if spec.container is not None:  # the image its units run: by name, and what it was here
+        doc["container"] = {"kind": spec.container["kind"], "image": spec.container["image"],
+                            "id": spec.image.get("id")}
     if spec.supervisor == "systemd" and unit_dir:
         doc["systemd"] = {"dir": unit_dir, "files": {
             rel.split("/", 1)[1]: spec.sha(rel) for rel in spec.systemd_files}}

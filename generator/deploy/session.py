@@ -49,10 +49,11 @@ class Session:
 
     def __enter__(self) -> Session:
         specs = self.selected()
-        self.hosts = [Host(s, self.target.python, self.opts, self.echo) for s in specs]
+        self.hosts = [Host(s, s.agent_python or self.target.python, self.opts, self.echo)
+                      for s in specs]
         names = {s.host for s in specs}
-        self.aux = [Host(s, self.target.python, self.opts, self.echo) for s in self.target.hosts
-                    if s.host in self.api_only and s.host not in names]
+        self.aux = [Host(s, s.agent_python or self.target.python, self.opts, self.echo)
+                    for s in self.target.hosts if s.host in self.api_only and s.host not in names]
         self.echo(f"connecting to {len(self.hosts)} host(s)"
                   + (f" (and {len(self.aux)} for their routers' APIs only)" if self.aux else ""))
         try:
@@ -78,10 +79,12 @@ class Session:
     def sup(self, h: Host) -> dict[str, Any]:
         return supervisor_args(h.spec, self.target.name)
 
-    def probe(self, gpus: bool = False) -> dict[str, Remote]:
+    def probe(self, gpus: bool = False, pull: bool = False) -> dict[str, Remote]:
+        """Every selected host's probe; ``pull`` (deploy --pull): a container host pulls its
+        image first (before anything stops)."""
         def one(h: Host) -> Remote:
             modules = set()
-            for u in h.spec.units:
+            for u in h.spec.units if h.spec.container is None else ():  # (the image's)
                 if u.kind == "router":
                     script = self._script(u)
                     modules.add("smg" if " -m smg.launch_router" in script else "sglang_router")
@@ -93,7 +96,16 @@ class Session:
                 "want": sorted(h.spec.files), "max_files": _MAX_FOREIGN,
                 "secrets": self.target.secrets_env_file, "supervisor": self.sup(h),
                 "unit_files": [rel.split("/", 1)[1] for rel in h.spec.systemd_files]}
-            return Remote(h, h.py("probe", args, "probe"))
+            c = h.spec.container
+            if c is not None:
+                args["container"] = {"kind": c["kind"], "image": c["image"],
+                                     "python": self.target.python, "pull": pull,
+                                     "deployment": self.target.name}
+            got = h.py("probe", args, "probe")
+            image_id = ((got.get("container") or {}).get("image") or {}).get("id")
+            if image_id:
+                h.spec.image["id"] = str(image_id)
+            return Remote(h, got)
         return {r.host.name: r for r in parallel(self.hosts, one)}
 
     def _script(self, u: UnitSpec) -> str:
@@ -103,8 +115,9 @@ class Session:
     def poll(self, units: dict[str, list[UnitSpec]], urls: dict[str, dict[str, str]],
              tails: dict[str, list[str]] | None = None,
              auth: dict[str, dict[str, str]] | None = None,
-             last_exit: bool = False) -> dict[str, dict[str, Any]]:
-        """``auth``: per host, url key -> the variable of the router's --api-key."""
+             last_exit: bool = False, containers: bool = False) -> dict[str, dict[str, Any]]:
+        """``auth``: per host, url key -> the variable of the router's --api-key;
+        ``containers``: on container hosts, also each unit's container (``<kind> inspect``)."""
         names = sorted(set(units) | set(urls) | set(tails or {}))
 
         def one(name: str) -> tuple[str, dict[str, Any]]:
@@ -116,7 +129,11 @@ class Session:
                                        "secrets": self.target.secrets_env_file,
                                        "tails": (tails or {}).get(name, []),
                                        "lines": LOG_TAIL, "supervisor": self.sup(h),
-                                       "manifest": MANIFEST, "last_exit": last_exit},
+                                       "manifest": MANIFEST, "last_exit": last_exit,
+                                       **({"container": {
+                                           "kind": h.spec.container["kind"],
+                                           "deployment": self.target.name}}
+                                          if containers and h.spec.container else {})},
                               "health check")
         return dict(parallel(names, one))
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from generator import routerauth
@@ -53,12 +53,27 @@ class HostSpec:
     gpus_needed: int = 0  # GPU ids the engines use on this host: 0..gpus_needed-1 must exist
     supervisor: str = "bash"  # systemd | bash: what runs and restarts its units
     deployment: str = ""
+    #: plan.json's ``nodes[].container`` ({kind, image, mounts, options}): its units run in
+    #: containers of that image (docker or podman); None: on the host's python
+    container: dict[str, Any] | None = None
+    #: what the probe found of the image on the host: {"id": its image id}; part of every unit's
+    #: hash, so that a new image behind the same name restarts (rolls) the units
+    image: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def sha(self, rel: str) -> str:
         return hashlib.sha256(self.files[rel][0]).hexdigest()
 
     def unit_hash(self, u: UnitSpec) -> str:
-        return unit_hash({rel: self.sha(rel) for rel in u.files})
+        shas: dict[str, str | None] = {rel: self.sha(rel) for rel in u.files}
+        if self.container is not None:
+            shas[IMAGE_KEY] = self.image.get("id")
+        return unit_hash(shas)
+
+    @property
+    def agent_python(self) -> str | None:
+        """The interpreter of the host agent when it is not the deployment's: on a container
+        host runtime.python is the image's, so the agent runs with python3 from PATH."""
+        return "python3" if self.container is not None else None
 
     @property
     def systemd_files(self) -> list[str]:
@@ -88,6 +103,10 @@ def membership_free(texts: list[bytes], markers: list[str]) -> str:
     return h.hexdigest()
 
 
+#: the pseudo-file of a container unit's hash that stands for the image it runs
+IMAGE_KEY = "<image>"
+
+
 def unit_hash(shas: dict[str, str | None]) -> str:
     text = "".join(f"{rel} {shas.get(rel) or '-'}\n" for rel in sorted(shas))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -102,6 +121,7 @@ class Target:
     secrets_env_file: str | None = None  # checked on every host by preflight
     max_unavailable: int | str = 1  # runtime.rollout: engines (or "P%") of a role out at once
     drain: float = 30.0  # seconds an engine out of its router may finish its requests in
+    sglang_version: str = ""  # the catalog the plan was validated against (images must match)
 
     def units(self) -> list[UnitSpec]:
         return [u for h in self.hosts for u in h.units]
@@ -185,13 +205,16 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
                         " (it does not match plan.json)")
                 raise SglGenError(f"{prefix}{missing[0]}: missing from the render{hint}")
         root = f"{n['workdir'].rstrip('/')}/{name}"
+        ctr = n.get("container")
         hosts.append(HostSpec(n["index"], n["host"], n["address"], n.get("user"),
                               n.get("ssh_port"), root, tuple(per[n["index"]]), hfiles,
                               tuple(sorted(set(ports[n["index"]]))), gpus[n["index"]],
-                              sup_of[n["host"]], name))
+                              sup_of[n["host"]], name,
+                              dict(ctr) if isinstance(ctr, dict) else None))
     ro = plan.get("rollout") or {}
     return Target(name, python, rehearse, tuple(hosts), secrets_env_file,
-                  ro.get("max_unavailable", 1), float(ro.get("drain", 30)))
+                  ro.get("max_unavailable", 1), float(ro.get("drain", 30)),
+                  str(plan["deployment"].get("sglang_version") or ""))
 
 
 def target_from_plan(plan: Any, targets: tuple[str, ...], rehearse: bool) -> Target:
