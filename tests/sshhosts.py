@@ -58,6 +58,9 @@ def _sshd() -> str:
 @dataclass
 class Host(hostnet.NetHost):
     sshd: subprocess.Popen[bytes] | None = None
+    #: a command sshd is started under inside the namespace (tests/containerimage.py: one that
+    #: mounts the cgroup hierarchies podman's runtime needs); the next restart_sshd applies it
+    wrap: tuple[str, ...] = ()
 
 
 @dataclass
@@ -169,7 +172,8 @@ class SshHosts(hostnet.NetHosts[Host]):
             "MaxStartups 64:30:128\n"
             "Subsystem sftp internal-sftp\n")
         host.sshd = subprocess.Popen(
-            ["ip", "netns", "exec", host.namespace, _sshd(), "-D", "-e", "-f", str(cfg)],
+            ["ip", "netns", "exec", host.namespace, *host.wrap, _sshd(), "-D", "-e", "-f",
+             str(cfg)],
             stdout=subprocess.DEVNULL, stderr=open(host.dir / "sshd.log", "ab"),  # noqa: SIM115
             start_new_session=True)
 

@@ -103,6 +103,11 @@ def _calls(state: Path) -> list[list[str]]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
+def _run_call(state: Path) -> list[str]:
+    (run,) = [c for c in _calls(state) if c[1] == "run"]
+    return run
+
+
 def test_podman_engine_runs_its_argv_in_a_named_container(rendered, tmp_path):
     out, state, env = rendered
     r = _run(out, "node-a", "engine-chat-prefill-1", env)
@@ -111,17 +116,21 @@ def test_podman_engine_runs_its_argv_in_a_named_container(rendered, tmp_path):
     assert calls[0] == ["podman", "container", "inspect", "--format",
                         '{{index .Config.Labels "sgl-gen.deployment"}}',
                         "sgl-ct-engine-chat-prefill-1"]
-    run = calls[1]
+    run = _run_call(state)
     root = str(tmp_path / "root")
     hard = subprocess.run(["bash", "-c", "ulimit -Hl"], capture_output=True, text=True).stdout
     memlock = "-1" if hard.strip() == "unlimited" else hard.strip()
+    hard = subprocess.run(["bash", "-c", "ulimit -Hu"], capture_output=True, text=True).stdout
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    nproc = str(pid_max if hard.strip() == "unlimited" else min(int(hard), pid_max))
     image = run.index("localhost/sglang:x $(id)")
     assert run[:image] == [
         "podman", "run", "--rm", "--init", "--name", "sgl-ct-engine-chat-prefill-1",
         "--label", "sgl-gen.deployment=ct", "--label", "sgl-gen.unit=engine-chat-prefill-1",
         "--network", "host", "--ipc", "host",
         "--device", "nvidia.com/gpu=1",  # the plan's GPU of this engine, and only it
-        "--ulimit", run[run.index("--ulimit") + 1], "--ulimit", f"memlock={memlock}:{memlock}",
+        "--ulimit", run[run.index("--ulimit") + 1], "--ulimit", f"nproc={nproc}:{nproc}",
+        "--ulimit", f"memlock={memlock}:{memlock}",
         "-v", "/models:/models:ro", "-v", "/data dir/it's $(x):/d",
         "-v", f"{root}/run/engine-chat-prefill-1.secrets.yaml:{root}/run/"
               "engine-chat-prefill-1.secrets.yaml:ro",
@@ -148,7 +157,7 @@ def test_docker_host_gets_gpus_by_device_request(rendered, tmp_path):
     out, state, env = rendered
     r = _run(out, "node-b", "engine-chat-decode-1", env)
     assert r.returncode == 0, r.stderr
-    run = _calls(state)[1]
+    run = _run_call(state)
     assert run[0:2] == ["docker", "run"]
     # node-b's physical GPU ids are 2 and 3: decode-1 has the second
     assert run[run.index("--gpus") + 1] == '"device=3"'
@@ -160,7 +169,7 @@ def test_router_secret_is_appended_inside_the_container(rendered, tmp_path):
     out, state, env = rendered
     r = _run(out, "node-a", "router-chat", env)
     assert r.returncode == 0, r.stderr
-    run = _calls(state)[1]
+    run = _run_call(state)
     root = str(tmp_path / "root")
     script = f"{root}/bin/router-chat.sh"
     assert run[run.index("--entrypoint") + 1] == script
@@ -181,7 +190,7 @@ def test_stop_and_leftovers_go_by_name_and_label(rendered):
     name = "sgl-ct-engine-chat-prefill-0"
     # nothing of that name: stop is a no-op
     r = _run(out, "node-a", "engine-chat-prefill-0", env, "stop")
-    assert r.returncode == 0 and [c[1] for c in _calls(state)] == ["container"]
+    assert r.returncode == 0 and [c[1:3] for c in _calls(state)] == [["container", "inspect"]] * 2
     # ours: stopped by name with the grace period
     (state / name).write_text("ct")
     r = _run(out, "node-a", "engine-chat-prefill-0", {**env, "SGLGEN_STOP_GRACE": "7"}, "stop")

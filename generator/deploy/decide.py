@@ -232,10 +232,13 @@ def container_problems(target: Target, remotes: dict[str, Remote], pull: bool = 
         sg = got.get("sglang") or {}
         version = sg.get("version")
         want = target.sglang_version
-        if not version:
+        if not version and "No module named" in str(sg.get("error")):
             problems.append(f"{name}: the image {image} has no SGLang its {target.python} can "
                             f"import ({sg.get('error')}) (hint: is runtime.python the image's "
                             f"interpreter?)")
+        elif not version:
+            problems.append(f"{name}: could not read the SGLang version of {image} (`{kind} run "
+                            f"... {target.python} -c 'import sglang'` failed: {sg.get('error')})")
         elif want and version != want:
             msg = (f"{name}: the image {image} has SGLang {version}, but the topology was "
                    f"validated against the catalog of SGLang {want}")

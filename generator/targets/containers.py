@@ -16,8 +16,9 @@ What the container gets, and why:
   toolkit; the double quotes belong to the value: docker splits it at commas otherwise), podman
   CDI ``--device nvidia.com/gpu=N`` (``nvidia-ctk cdi generate``). No CUDA_VISIBLE_DEVICES: the
   container sees its GPUs only, numbered from 0.
-* ``--ulimit``: open files as the script raised them, and for engines locked memory up to the
-  host's hard limit (NCCL and RDMA pin buffers), computed when the script runs.
+* ``--ulimit``: open files as the script raised them, processes up to the host's hard limit,
+  and for engines locked memory up to it (NCCL and RDMA pin buffers), computed when the script
+  runs (a runtime's own defaults are refused where the hard limits are lower).
 * the mounts of the topology, then what the unit needs of sgl-gen's own files: the engines'
   secrets file of ``--config`` (read-only), ``lib/`` when rehearsing, the script itself when a
   secret must be appended to argv inside the container.
@@ -75,7 +76,7 @@ def container_run(plan: Plan, c: ContainerSpec, u: Unit, sec: LaunchSecrets, reh
         f"--label {shq('sgl-gen.deployment=' + plan.name)} --label {shq('sgl-gen.unit=' + u.name)}",
         "--network host --ipc host",
         *gpu_options(c.kind, u.gpus),
-        '--ulimit "nofile=$nofile:$nofile"',
+        '--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc"',
     ]
     if u.kind == "engine":
         lines.append('--ulimit "memlock=$memlock:$memlock"')

@@ -12,15 +12,17 @@ DEPLOYMENT=ssh-podman
 # owner: prints the deployment label of the container of this name; status 1 when there is
 # none, 2 (with the runtime's message) when the runtime cannot say
 owner() {
-  local out
-  if out=$("$RUNTIME" container inspect --format '{{index .Config.Labels "sgl-gen.deployment"}}' "$CONTAINER" 2>&1); then
+  local out err
+  # (the runtime's warnings on stderr are not the label)
+  if out=$("$RUNTIME" container inspect --format '{{index .Config.Labels "sgl-gen.deployment"}}' "$CONTAINER" 2>/dev/null); then
     printf '%s\n' "$out"
     return 0
   fi
-  if [[ "${out,,}" == *"no such"* ]]; then
+  err=$("$RUNTIME" container inspect "$CONTAINER" 2>&1 >/dev/null || true)
+  if [[ "${err,,}" == *"no such"* ]]; then
     return 1
   fi
-  printf '%s: %s container inspect %s failed: %s\n' "$0" "$RUNTIME" "$CONTAINER" "$out" >&2
+  printf '%s: %s container inspect %s failed: %s\n' "$0" "$RUNTIME" "$CONTAINER" "$err" >&2
   return 2
 }
 # only a container that carries this deployment's label is ever stopped or removed
@@ -92,7 +94,17 @@ printf '%s\n' \
   "api-key: $secret_0" \
   >"$SGLGEN_ROOT/run/engine-judge-regular-0.secrets.yaml.tmp"
 mv -f "$SGLGEN_ROOT/run/engine-judge-regular-0.secrets.yaml.tmp" "$SGLGEN_ROOT/run/engine-judge-regular-0.secrets.yaml"
-# the container's limits (its processes cannot raise them): locked memory up to the hard limit
+# the container's limits (its processes cannot raise them): open files as raised above,
+# processes and locked memory up to the hard limit, as a process on the host would have them
+# (without them the runtime asks for its own defaults, which a host whose hard limits are
+# lower refuses)
+# (processes: at most pid_max, which bounds them anyway; podman lowers its own limit to it, so
+# its runtime cannot set a higher one)
+nproc=$(ulimit -Hu)
+pid_max=$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo "$nproc")
+if [[ "$nproc" == unlimited ]] || (( nproc > pid_max )); then
+  nproc=$pid_max
+fi
 memlock=$(ulimit -Hl)
 if [[ "$memlock" == unlimited ]]; then
   memlock=-1
@@ -141,7 +153,7 @@ exec "$RUNTIME" run \
   --label sgl-gen.deployment=ssh-podman --label sgl-gen.unit=engine-judge-regular-0 \
   --network host --ipc host \
   --device nvidia.com/gpu=0 \
-  --ulimit "nofile=$nofile:$nofile" \
+  --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" \
   --ulimit "memlock=$memlock:$memlock" \
   -v /models:/models:ro \
   -v "$SGLGEN_ROOT/run/engine-judge-regular-0.secrets.yaml:$SGLGEN_ROOT/run/engine-judge-regular-0.secrets.yaml:ro" \

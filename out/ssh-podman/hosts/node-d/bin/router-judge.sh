@@ -18,15 +18,17 @@ fi
 # owner: prints the deployment label of the container of this name; status 1 when there is
 # none, 2 (with the runtime's message) when the runtime cannot say
 owner() {
-  local out
-  if out=$("$RUNTIME" container inspect --format '{{index .Config.Labels "sgl-gen.deployment"}}' "$CONTAINER" 2>&1); then
+  local out err
+  # (the runtime's warnings on stderr are not the label)
+  if out=$("$RUNTIME" container inspect --format '{{index .Config.Labels "sgl-gen.deployment"}}' "$CONTAINER" 2>/dev/null); then
     printf '%s\n' "$out"
     return 0
   fi
-  if [[ "${out,,}" == *"no such"* ]]; then
+  err=$("$RUNTIME" container inspect "$CONTAINER" 2>&1 >/dev/null || true)
+  if [[ "${err,,}" == *"no such"* ]]; then
     return 1
   fi
-  printf '%s: %s container inspect %s failed: %s\n' "$0" "$RUNTIME" "$CONTAINER" "$out" >&2
+  printf '%s: %s container inspect %s failed: %s\n' "$0" "$RUNTIME" "$CONTAINER" "$err" >&2
   return 2
 }
 # only a container that carries this deployment's label is ever stopped or removed
@@ -82,6 +84,17 @@ require_env() {
 require_env JUDGE_API_KEY
 # --api-key is passed in argv (from ${JUDGE_API_KEY}), so `ps` on this host shows it until the router
 # renames its process: sglang-router reads it from no environment variable or file
+# the container's limits (its processes cannot raise them): open files as raised above,
+# processes up to the hard limit, as a process on the host would have them
+# (without them the runtime asks for its own defaults, which a host whose hard limits are
+# lower refuses)
+# (processes: at most pid_max, which bounds them anyway; podman lowers its own limit to it, so
+# its runtime cannot set a higher one)
+nproc=$(ulimit -Hu)
+pid_max=$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo "$nproc")
+if [[ "$nproc" == unlimited ]] || (( nproc > pid_max )); then
+  nproc=$pid_max
+fi
 # --env-file: JUDGE_API_KEY and every variable
 # /etc/sgl-gen/ssh-podman.env sets, with the values this script has (mode 0600, like
 # run/). No value is on a command line (`ps`) or in a rendered file.
@@ -125,7 +138,7 @@ exec "$RUNTIME" run \
   --name sgl-ssh-podman-router-judge \
   --label sgl-gen.deployment=ssh-podman --label sgl-gen.unit=router-judge \
   --network host --ipc host \
-  --ulimit "nofile=$nofile:$nofile" \
+  --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" \
   -v /models:/models:ro \
   -v "$SGLGEN_ROOT/bin/router-judge.sh:$SGLGEN_ROOT/bin/router-judge.sh:ro" \
   --entrypoint "$SGLGEN_ROOT/bin/router-judge.sh" \
