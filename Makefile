@@ -1,6 +1,7 @@
 # The README's commands. `make test` is what CI runs (after .ci/run's installs).
 PY ?= python3
 SMG_VENV ?= /opt/sgl-gen-smg
+SGLANG_VENV ?= /opt/sgl-gen-sglang
 
 .PHONY: test deps lint typecheck pytest outcheck golden golden-add router-catalogs bench bench-deploy \
 	bench-supervise bench-rollout
@@ -17,7 +18,7 @@ typecheck:
 	$(PY) -m mypy generator
 
 pytest:
-	SGLGEN_STRICT=1 SGLGEN_SMG_PYTHON=$(SMG_VENV)/bin/python \
+	SGLGEN_STRICT=1 SGLGEN_SMG_PYTHON=$(SMG_VENV)/bin/python SGLGEN_SGLANG_PYTHON=$(SGLANG_VENV)/bin/python \
 	SGLGEN_SGLANG_WHEEL="$(firstword $(wildcard $(CURDIR)/.cache/wheels/sglang-0.5.23-*.whl))" \
 	$(PY) -m pytest -q
 

@@ -1,0 +1,199 @@
+"""Every engine argv sgl-gen renders (every rank of every example, and of random valid
+topologies) through SGLang 0.5.23's own ``prepare_server_args`` and ``ServerArgs.resolve_once()``,
+and every router argv through the real sglang-router / smg parser and ``_validate_router_args()``:
+the catalog's parser (generator/compile/catalog.py) is a replica, and this keeps it honest.
+
+SGLang runs in its own virtualenv (``SGLGEN_SGLANG_PYTHON``, built by .ci/install.sh from
+.ci/sglang-parser.txt) with torch replaced by tests/realsglang/standin.py (an 8 x H100 machine
+that computes nothing); ``--model-path`` points at stand-in model configs
+(tests/data/model-configs) chosen by the model's name.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from generator.compile.loader import SourceMap
+from generator.compile.pipeline import compile_plan
+from generator.compile.place import place
+from generator.compile.resolve import resolve
+from generator.compile.routers import EnvRef
+from tests.helpers import EXAMPLES, REPO
+from tests.test_properties import topologies
+from tests.tools import need_python
+
+CHECKS = REPO / "tests" / "realsglang"
+CONFIGS = REPO / "tests" / "data" / "model-configs"
+ALL_EXAMPLES = sorted(EXAMPLES.glob("*.yaml"))
+
+
+def model_config(model_path: str) -> Path:
+    """The stand-in config directory for a model, by its name (Qwen3-8B when nothing fits)."""
+    name = Path(model_path).name.lower()
+    for key, folder in (("-vl", "qwen2.5-vl-7b"), ("a3b", "qwen3-30b-a3b"),
+                        ("deepseek", "deepseek-v3"), ("qwen2.5-7b", "qwen2.5-7b"),
+                        ("32b", "qwen3-32b")):
+        if key in name:
+            return CONFIGS / folder
+    return CONFIGS / "qwen3-8b"
+
+
+def _token(t: Any) -> str:
+    return "test-secret-value" if isinstance(t, EnvRef) else str(t)
+
+
+def engine_cases(plan: Any, label: str) -> list[dict[str, Any]]:
+    cases = []
+    for m in plan.models:
+        for e in m.engines:
+            for p in e.placements:
+                argv = [_token(t) for t in p.argv]
+                i = argv.index("--model-path")
+                argv[i + 1] = str(model_config(argv[i + 1]))
+                cases.append({"id": f"{label}/{e.id}/rank{p.node_rank}", "argv": argv,
+                              "want": {"port": e.port, "tp_size": e.tp_size,
+                                       "pp_size": e.pp_size, "nnodes": e.nnodes,
+                                       "node_rank": p.node_rank,
+                                       "host": p.address}})
+    return cases
+
+
+def run_engines(cases: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    py = need_python("SGLGEN_SGLANG_PYTHON", "sglang==0.5.23 (.ci/sglang-parser.txt)")
+    r = subprocess.run([py, str(CHECKS / "check_engines.py")], capture_output=True, text=True,
+                       input=json.dumps([{"id": c["id"], "argv": c["argv"]} for c in cases]),
+                       timeout=600, cwd=CHECKS)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return {x["id"]: x for x in json.loads(r.stdout)}
+
+
+def assert_all_pass(cases: list[dict[str, Any]]) -> None:
+    results = run_engines(cases)
+    bad = {k: v["error"] for k, v in results.items() if v["stage"] != "ok"}
+    assert not bad, json.dumps(bad, indent=1)
+    for c in cases:
+        got = results[c["id"]]["resolved"]
+        for key, want in c["want"].items():
+            assert got[key] == want, (c["id"], key, got[key], want)
+
+
+def test_every_example_engine_argv_passes_sglangs_own_parser_and_resolution():
+    cases = [c for ex in ALL_EXAMPLES for c in engine_cases(compile_plan(ex), ex.stem)]
+    assert len(cases) >= 150
+    assert {c["argv"][c["argv"].index("--model-path") + 1] for c in cases} == {
+        str(p) for p in CONFIGS.iterdir()}, "every stand-in model config is exercised"
+    assert_all_pass(cases)
+
+
+def _random_topologies(n: int) -> list[dict[str, Any]]:
+    drawn: list[dict[str, Any]] = []
+
+    @settings(max_examples=n, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(topologies())
+    def draw(data: dict[str, Any]) -> None:
+        drawn.append(data)
+
+    draw()
+    return drawn
+
+
+def test_random_topologies_engine_argv_pass_sglangs_own_parser_and_resolution():
+    cases = []
+    for i, data in enumerate(_random_topologies(40)):
+        plan = place(resolve(data, SourceMap("prop.yaml")))
+        cases += engine_cases(plan, f"random{i}")
+    assert len(cases) >= 100
+    assert_all_pass(cases)
+
+
+BROKEN = {
+    # a choice SGLang does not have: its argparse refuses it
+    "bad-choice": (["--attention-backend", "no-such-backend"], "parse", "invalid choice"),
+    # a pair SGLang's resolution refuses
+    "conflict": (["--encoder-only", "--language-only"], "resolve",
+                 "Cannot set --encoder-only and --language-only together"),
+    # encoder disaggregation on a text-only architecture
+    "encoder-on-text": (["--encoder-only"], "resolve", "not supported for encoder disaggreg"),
+    "prefill-fake": (["--disaggregation-mode", "prefill", "--disaggregation-transfer-backend",
+                      "fake"], "resolve", "does not support 'fake'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_a_hand_broken_argv_fails_the_same_check(name):
+    extra, stage, message = BROKEN[name]
+    plan = compile_plan(EXAMPLES / "basic.yaml")
+    case = engine_cases(plan, "basic")[0]
+    broken = dict(case, id="broken", argv=case["argv"] + extra)
+    got = run_engines([case, broken])
+    assert got[case["id"]]["stage"] == "ok"
+    assert got["broken"]["stage"] == stage and message in got["broken"]["error"], got["broken"]
+    with pytest.raises(AssertionError):
+        assert_all_pass([broken])
+
+
+# -- routers ----------------------------------------------------------------------------------
+
+
+def _router_python(impl: str) -> tuple[str, str]:
+    if impl == "smg":
+        return need_python("SGLGEN_SMG_PYTHON", "smg==1.13.0"), "smg"
+    return sys.executable, "sglang_router"
+
+
+def run_routers(impl: str, cases: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    py, package = _router_python(impl)
+    r = subprocess.run([py, str(CHECKS / "check_routers.py"), package], capture_output=True,
+                       text=True, input=json.dumps(cases), timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return {x["id"]: x for x in json.loads(r.stdout)}
+
+
+def _router_cases() -> dict[str, list[dict[str, Any]]]:
+    by_impl: dict[str, list[dict[str, Any]]] = {}
+    for ex in ALL_EXAMPLES:
+        for m in compile_plan(ex).models:
+            by_impl.setdefault(m.router.implementation, []).append(
+                {"id": f"{ex.stem}/{m.name}", "argv": [_token(t) for t in m.router.argv]})
+    return by_impl
+
+
+def test_every_router_argv_passes_the_routers_own_parser_and_validation():
+    by_impl = _router_cases()
+    assert set(by_impl) == {"sglang-router", "smg"}
+    for impl, cases in by_impl.items():
+        got = run_routers(impl, cases)
+        bad = {k: v["error"] or v["warnings"] for k, v in got.items()
+               if v["stage"] != "ok" or v["warnings"]}
+        assert not bad, (impl, bad)
+        assert len(got) == len(cases)
+
+
+PD = ["--pd-disaggregation", "--decode", "http://127.0.0.1:1"]
+
+
+@pytest.mark.parametrize("impl", ["sglang-router", "smg"])
+def test_a_hand_broken_router_argv_fails(impl):
+    case = _router_cases()[impl][0]
+    got = run_routers(impl, [
+        case,
+        {"id": "bad-policy", "argv": case["argv"] + ["--policy", "no-such-policy"]},
+        {"id": "bad-bootstrap", "argv": PD + ["--prefill", "http://127.0.0.1:2", "abc"]},
+        # a policy PD mode ignores: the router's validation says so (and starts anyway)
+        {"id": "ignored-policy", "argv": PD + ["--policy", "round_robin", "--prefill-policy",
+                                               "random", "--decode-policy", "random"]},
+    ])
+    assert got[case["id"]] == {"id": case["id"], "stage": "ok", "error": None, "warnings": []}
+    assert got["bad-policy"]["stage"] == "parse" and "invalid choice" in got["bad-policy"]["error"]
+    assert got["bad-bootstrap"]["stage"] == "parse"
+    assert "Invalid bootstrap port: abc" in got["bad-bootstrap"]["error"]
+    assert got["ignored-policy"]["stage"] == "ok"
+    assert any("will be ignored" in w for w in got["ignored-policy"]["warnings"]), got
