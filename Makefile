@@ -1,10 +1,10 @@
 # The README's commands. `make test` is what CI runs (after .ci/run's installs).
 PY ?= python3
 SMG_VENV ?= /opt/sgl-gen-smg
-SGLANG_VENV ?= /opt/sgl-gen-sglang
+SGLANG_VENVS ?= /opt/sgl-gen-sglang
 
-.PHONY: test deps lint typecheck pytest outcheck golden golden-add router-catalogs bench bench-deploy \
-	bench-supervise bench-rollout
+.PHONY: test deps lint typecheck pytest outcheck golden golden-add router-catalogs sglang-catalog bench bench-deploy \
+	bench-supervise bench-rollout bench-containers
 
 test: deps lint typecheck pytest outcheck
 
@@ -18,7 +18,7 @@ typecheck:
 	$(PY) -m mypy generator
 
 pytest:
-	SGLGEN_STRICT=1 SGLGEN_SMG_PYTHON=$(SMG_VENV)/bin/python SGLGEN_SGLANG_PYTHON=$(SGLANG_VENV)/bin/python \
+	SGLGEN_STRICT=1 SGLGEN_SMG_PYTHON=$(SMG_VENV)/bin/python SGLGEN_SGLANG_VENVS=$(SGLANG_VENVS) \
 	SGLGEN_SGLANG_WHEEL="$(firstword $(wildcard $(CURDIR)/.cache/wheels/sglang-0.5.23-*.whl))" \
 	$(PY) -m pytest -q
 
@@ -33,6 +33,14 @@ golden:
 # add the golden render of a new example: make golden-add EXAMPLE=examples/x.yaml
 golden-add:
 	$(PY) -m generator.devtools.golden add $(EXAMPLE)
+
+# add (or refresh) the ServerArgs catalog of an SGLang version from its own live parser:
+# make sglang-catalog VERSION=0.4.10.post2 (needs .ci/sglang-parser-$(VERSION).txt; see README)
+sglang-catalog:
+	test -n "$(VERSION)" || { echo "usage: make sglang-catalog VERSION=x.y.z" >&2; exit 2; }
+	PATH="$(CURDIR)/tests/standins:$$PATH" "$$(bash .ci/sglang-venv.sh $(VERSION) $(SGLANG_VENVS))" \
+	  tests/realsglang/dump_catalog.py > schemas/sglang-$(VERSION).json.tmp
+	mv schemas/sglang-$(VERSION).json.tmp schemas/sglang-$(VERSION).json
 
 # re-dump the router catalogs from the installed parsers (sglang-router here, smg in its venv)
 router-catalogs:
@@ -61,3 +69,8 @@ bench-supervise:
 # and 50% and with --allow-downtime under a constant load; wall time vs ideal, requests failed
 bench-rollout:
 	$(PY) tests/bench_rollout.py
+
+# container start overhead (root; podman and the local test image): the rehearsal engine to its
+# first /health by the host's python3 and by `podman run` with the unit scripts' flags
+bench-containers:
+	SGLGEN_ROOTFS_CACHE="$${SGLGEN_ROOTFS_CACHE:-/var/cache/sgl-gen}" $(PY) tests/bench_containers.py
