@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-python3}"
 SMG_VENV="${SMG_VENV:-/opt/sgl-gen-smg}"
-SGLANG_VENV="${SGLANG_VENV:-/opt/sgl-gen-sglang}"
+SGLANG_VENVS="${SGLANG_VENVS:-/opt/sgl-gen-sglang}"
 
 bash .ci/install-system.sh
 
@@ -23,13 +23,8 @@ if ! ls .cache/wheels/sglang-0.5.23-*.whl >/dev/null 2>&1; then
   "$PY" -m pip download -q --disable-pip-version-check --no-deps 'sglang==0.5.23' -d .cache/wheels
 fi
 
-echo "== SGLang's own parser in its own virtualenv ($SGLANG_VENV): the 0.5.23 wheel and the light"
-echo "   libraries of .ci/sglang-parser.txt, --no-deps (no torch: tests/realsglang/standin.py)"
-want="$(sha256sum .ci/sglang-parser.txt | cut -d' ' -f1)"
-if [[ "$(cat "$SGLANG_VENV/.sgl-gen-requirements" 2>/dev/null)" != "$want" ]]; then
-  rm -rf "$SGLANG_VENV"
-  "$PY" -m venv "$SGLANG_VENV"
-  "$SGLANG_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
-    .cache/wheels/sglang-0.5.23-*.whl -r .ci/sglang-parser.txt
-  echo "$want" > "$SGLANG_VENV/.sgl-gen-requirements"
-fi
+echo "== SGLang's own parsers, one virtualenv per version under $SGLANG_VENVS (.ci/sglang-venv.sh)"
+for reqs in .ci/sglang-parser-*.txt; do
+  version="${reqs#.ci/sglang-parser-}"
+  bash .ci/sglang-venv.sh "${version%.txt}" "$SGLANG_VENVS"
+done

@@ -3,15 +3,17 @@ topologies) through SGLang 0.5.23's own ``prepare_server_args`` and ``ServerArgs
 and every router argv through the real sglang-router / smg parser and ``_validate_router_args()``:
 the catalog's parser (generator/compile/catalog.py) is a replica, and this keeps it honest.
 
-SGLang runs in its own virtualenv (``SGLGEN_SGLANG_PYTHON``, built by .ci/install.sh from
-.ci/sglang-parser.txt) with torch replaced by tests/realsglang/standin.py (an 8 x H100 machine
-that computes nothing); ``--model-path`` points at stand-in model configs
+Each SGLang version of the catalog runs in its own virtualenv (``$SGLGEN_SGLANG_VENVS/<version>``,
+built by .ci/sglang-venv.sh from .ci/sglang-parser-<version>.txt) with torch replaced by
+tests/realsglang/standin.py (an 8 x H100 machine that computes nothing) and
+tests/standins/nvidia-smi on PATH; ``--model-path`` points at stand-in model configs
 (tests/data/model-configs) chosen by the model's name.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,18 +22,35 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from generator.compile.catalog import SUPPORTED_VERSIONS, catalog_path
 from generator.compile.loader import SourceMap
 from generator.compile.pipeline import compile_plan
 from generator.compile.place import place
 from generator.compile.resolve import resolve
 from generator.compile.routers import EnvRef
-from tests.helpers import EXAMPLES, REPO
+from generator.errors import TopologyError
+from tests.helpers import EXAMPLES, REPO, plan_of
 from tests.test_properties import topologies
-from tests.tools import need_python
+from tests.tools import missing, need_python
 
 CHECKS = REPO / "tests" / "realsglang"
 CONFIGS = REPO / "tests" / "data" / "model-configs"
+STANDINS = REPO / "tests" / "standins"
 ALL_EXAMPLES = sorted(EXAMPLES.glob("*.yaml"))
+OLD = "0.4.10.post2"
+
+
+def sglang_python(version: str) -> str:
+    root = os.environ.get("SGLGEN_SGLANG_VENVS", "")
+    py = Path(root) / version / "bin" / "python"
+    if not root or not os.access(py, os.X_OK):
+        missing(f"sglang {version}'s parser: set SGLGEN_SGLANG_VENVS to the root of "
+                "`bash .ci/sglang-venv.sh VERSION ROOT`")
+    return str(py)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{STANDINS}:{os.environ['PATH']}"}
 
 
 def model_config(model_path: str) -> Path:
@@ -65,17 +84,18 @@ def engine_cases(plan: Any, label: str) -> list[dict[str, Any]]:
     return cases
 
 
-def run_engines(cases: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    py = need_python("SGLGEN_SGLANG_PYTHON", "sglang==0.5.23 (.ci/sglang-parser.txt)")
-    r = subprocess.run([py, str(CHECKS / "check_engines.py")], capture_output=True, text=True,
+def run_engines(cases: list[dict[str, Any]], version: str = "0.5.23"
+                ) -> dict[str, dict[str, Any]]:
+    r = subprocess.run([sglang_python(version), str(CHECKS / "check_engines.py")],
+                       capture_output=True, text=True, env=_env(),
                        input=json.dumps([{"id": c["id"], "argv": c["argv"]} for c in cases]),
                        timeout=600, cwd=CHECKS)
     assert r.returncode == 0, r.stderr[-4000:]
     return {x["id"]: x for x in json.loads(r.stdout)}
 
 
-def assert_all_pass(cases: list[dict[str, Any]]) -> None:
-    results = run_engines(cases)
+def assert_all_pass(cases: list[dict[str, Any]], version: str = "0.5.23") -> None:
+    results = run_engines(cases, version)
     bad = {k: v["error"] for k, v in results.items() if v["stage"] != "ok"}
     assert not bad, json.dumps(bad, indent=1)
     for c in cases:
@@ -90,6 +110,24 @@ def test_every_example_engine_argv_passes_sglangs_own_parser_and_resolution():
     assert {c["argv"][c["argv"].index("--model-path") + 1] for c in cases} == {
         str(p) for p in CONFIGS.iterdir()}, "every stand-in model config is exercised"
     assert_all_pass(cases)
+
+
+def test_examples_on_the_older_sglang_pass_its_own_parser():
+    """The examples rendered for SGLang 0.4.10.post2 (deployment.sglang_version): what that
+    release's own parser accepts; those it cannot serve are refused naming the version."""
+    cases, refused = [], {}
+    for ex in ALL_EXAMPLES:
+        try:
+            plan = plan_of(ex, f"deployment.sglang_version={OLD}")
+        except TopologyError as exc:
+            refused[ex.stem] = str(exc)
+            continue
+        cases += engine_cases(plan, ex.stem)
+    assert len(cases) >= 100 and len(refused) <= 8, sorted(refused)
+    for name, text in refused.items():
+        assert f"sglang {OLD}" in text, (name, text)
+    assert not any("--engine-info-bootstrap-port" in c["argv"] for c in cases)
+    assert_all_pass(cases, OLD)
 
 
 def _random_topologies(n: int) -> list[dict[str, Any]]:
@@ -111,7 +149,50 @@ def test_random_topologies_engine_argv_pass_sglangs_own_parser_and_resolution():
         plan = place(resolve(data, SourceMap("prop.yaml")))
         cases += engine_cases(plan, f"random{i}")
     assert len(cases) >= 100
-    assert_all_pass(cases)
+    for version in SUPPORTED_VERSIONS:
+        assert_all_pass(cases if version != OLD else [
+            dict(c, argv=_without(c["argv"], "--engine-info-bootstrap-port")) for c in cases],
+            version)
+
+
+def _without(argv: list[str], flag: str) -> list[str]:
+    if flag not in argv:
+        return argv
+    i = argv.index(flag)
+    return argv[:i] + argv[i + 2:]
+
+
+def _live_catalog(version: str) -> dict[str, Any]:
+    r = subprocess.run([sglang_python(version), str(CHECKS / "dump_catalog.py")],
+                       capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return json.loads(r.stdout)
+
+
+def test_the_static_catalog_matches_sglangs_live_parser():
+    """schemas/sglang-0.5.23.json is read from the wheel without importing it
+    (generator/devtools/extract_catalog.py); the parser SGLang builds for real has the same
+    flags, kinds, choices and defaults."""
+    live = {(a["dest"], tuple(a["flags"])): a for a in _live_catalog("0.5.23")["args"]}
+    static = {(a["dest"], tuple(a["flags"])): a
+              for a in json.loads(catalog_path("0.5.23").read_text())["args"]}
+    assert set(live) == set(static) and len(live) > 500
+    for key, a in live.items():
+        b = static[key]
+        assert (a["kind"], a["name"]) == (b["kind"], b["name"]), key
+        assert (sorted(map(str, a["choices"])) if a["choices"] else a["choices"]) == (
+            sorted(map(str, b["choices"])) if b["choices"] else b["choices"]), key
+        assert a["default"] == b["default"], key
+        # the live dump says "str" for a converter it cannot name (json, human-readable ints)
+        assert a["type"] in (b["type"], "str"), key
+
+
+def test_every_dumped_catalog_is_what_its_live_parser_says():
+    """A catalog made by `make sglang-catalog` is reproducible from its version's parser."""
+    dumped = [v for v in SUPPORTED_VERSIONS if v != "0.5.23"]
+    assert dumped == [OLD]
+    for version in dumped:
+        assert _live_catalog(version) == json.loads(catalog_path(version).read_text())
 
 
 BROKEN = {

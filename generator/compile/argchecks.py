@@ -17,6 +17,7 @@ from generator.compile.credentials import (
     is_flag_shaped,
     url_has_credential,
 )
+from generator.compile.catalog import SUPPORTED_VERSIONS, load_catalog
 from generator.compile.loader import PathT, SourceMap, format_path
 from generator.compile.model import (
     RouterSpec,
@@ -206,6 +207,14 @@ def check_server_args(ctx: Ctx, catalog: Any, args: dict[str, Any], base: PathT,
         spec = catalog.get(key)
         if spec is None:
             hint = did_you_mean(norm, list(catalog.names))
+            elsewhere = [v for v in SUPPORTED_VERSIONS if v != catalog.version
+                         and load_catalog(v).get(key) is not None]
+            if elsewhere:
+                ctx.err(path, f"sglang {catalog.version} has no server argument '{key}' (sglang "
+                              f"{', '.join(elsewhere)} has it)",
+                        hint=f"the topology's deployment.sglang_version is {catalog.version}",
+                        key=True)
+                continue
             ctx.err(path, f"unknown SGLang server argument '{key}' "
                           f"(sglang {catalog.version})", hint=hint, key=True)
             continue

@@ -36,8 +36,15 @@ __all__ = [
     "load_catalog",
 ]
 
-#: SGLang versions with a committed catalog under ``schemas/``.
-SUPPORTED_VERSIONS: tuple[str, ...] = ("0.5.23",)
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", version))
+
+
+#: SGLang versions with a committed catalog under ``schemas/`` (``schemas/sglang-<version>.json``;
+#: ``make sglang-catalog VERSION=...`` adds one), oldest first.
+SUPPORTED_VERSIONS: tuple[str, ...] = tuple(sorted(
+    (p.name[len("sglang-"):-len(".json")] for p in SCHEMAS.glob("sglang-*.json")),
+    key=_version_key))
 
 #: the catalog document format (``"format"``) this module reads and the extractor writes
 FORMAT = 1

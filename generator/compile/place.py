@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from generator.compile.argv import engine_argv, placement_argv, router_argv_for
 from generator.compile.containers import HOST_KINDS
+from generator.compile.catalog import load_catalog
 from generator.compile.model import (
     ContainerSpec,
     Engine,
@@ -180,6 +181,8 @@ class _Grid:
 
 
 def place(topo: Topology) -> Plan:
+    # SGLang versions before --engine-info-bootstrap-port get no such port
+    has_info_port = load_catalog(topo.sglang_version).get("engine_info_bootstrap_port") is not None
     """Lay out every engine, placeholder and router; assign ports; build argv."""
     gpn = topo.gpus_per_node
     grid = _Grid(gpn, topo.nodes)
@@ -313,7 +316,8 @@ def place(topo: Topology) -> Plan:
                 http, bp = engine_pins[(m.name, g.index, k)]
                 http = http or ports.alloc(addrs, "engine", eid)
                 nccl = ports.alloc(addrs, "nccl", f"{eid} (nccl)")
-                info = ports.alloc(addrs[:1], "engine_info", f"{eid} (engine info bootstrap)")
+                info = ports.alloc(addrs[:1], "engine_info", f"{eid} (engine info bootstrap)") \
+                    if has_info_port else None
                 dist = None
                 if len(slot) > 1:
                     sargs = dict(g.server_args)

@@ -22,7 +22,7 @@ from generator.compile.argchecks import (
     reserved_env,
     router_spec,
 )
-from generator.compile.catalog import load_catalog
+from generator.compile.catalog import SUPPORTED_VERSIONS, load_catalog
 from generator.compile.containers import HOST_KINDS, container_spec, covered
 from generator.compile.credentials import CREDENTIAL_ENV, is_credential_name, last_word, url_has_credential
 from generator.compile.loader import PathT, SourceMap, format_path
@@ -70,6 +70,14 @@ def resolve(data: dict[str, Any], smap: SourceMap, *, local: bool = False) -> To
     top_router = data.get("router", {})
 
     version = dep.get("sglang_version", DEFAULT_SGLANG_VERSION)
+    if version not in SUPPORTED_VERSIONS:
+        ctx.err(("deployment", "sglang_version"),
+                f"sgl-gen has no catalog of SGLang {version}'s server arguments (it has: "
+                f"{', '.join(SUPPORTED_VERSIONS)})",
+                did_you_mean(str(version), SUPPORTED_VERSIONS) or
+                f"`make sglang-catalog VERSION={version}` adds one (README: Adding an SGLang "
+                "version)")
+        raise TopologyError(ctx.errors)
     catalog = load_catalog(version)
     impl = top_router.get("implementation", DEFAULT_ROUTER)
     gpn: int = cluster.get("gpus_per_node", DEFAULT_GPUS_PER_NODE)
@@ -158,6 +166,11 @@ def resolve(data: dict[str, Any], smap: SourceMap, *, local: bool = False) -> To
         if "decode" in types and "prefill" not in types:
             ctx.err(mpath + (gkey,), "has decode groups but no prefill group")
         has_encoder = "encoder" in types
+        if has_encoder and catalog.get("encoder_only") is None:
+            gi = types.index("encoder")
+            ctx.err(mpath + (gkey, gi, "worker_type"),
+                    f"encoder groups need SGLang's --encoder-only, which sglang {version} does "
+                    "not have", _versions_with(catalog, "encoder_only"))
         if has_encoder and not any(t in ("prefill", "regular") for t in types):
             ctx.err(mpath + (gkey,), "has encoder groups but no prefill or regular group to use them")
         model_node_group = m.get("node_group")
@@ -481,6 +494,13 @@ def _env_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _versions_with(catalog: Any, name: str) -> str:
+    """A hint naming the supported SGLang versions that have a server argument."""
+    have = [v for v in SUPPORTED_VERSIONS
+            if v != catalog.version and load_catalog(v).get(name) is not None]
+    return f"sglang {', '.join(have)} has it (deployment.sglang_version)" if have else ""
 
 
 def _default_name(file: str) -> str:

@@ -32,9 +32,13 @@ def _type_name(action: argparse.Action) -> str:
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction,
                            argparse.BooleanOptionalAction)):
         return "bool"
+    if action.nargs == 0 and action.const is True:  # a project's own store-true action
+        return "bool"
     t = action.type
     if t is None or t is str:
         return "str"
+    if getattr(t, "__module__", None) == "json" and getattr(t, "__name__", None) == "loads":
+        return "json"
     if t is int:
         return "int"
     if t is float:
@@ -49,20 +53,36 @@ def _kind(action: argparse.Action) -> str:
         return "store_false"
     if isinstance(action, argparse.BooleanOptionalAction):
         return "boolean_optional"
+    if action.nargs == 0 and action.const is True:  # a project's own store-true action
+        return "store_true"
     if isinstance(action, argparse._AppendAction):
         return "append"
     return "value"
 
 
-def dump_parser(parser: argparse.ArgumentParser, package: str, version: str) -> dict[str, Any]:
-    """Every optional action of ``parser`` (help excluded), sorted by name."""
+def dump_parser(parser: argparse.ArgumentParser, package: str, version: str,
+                fields: frozenset[str] | None = None) -> dict[str, Any]:
+    """Every optional action of ``parser`` (help excluded), sorted by name.
+
+    Each entry is named by its first long flag (the routers), or, given ``fields`` (SGLang's
+    ServerArgs fields), by the field it sets: its ``dest`` or the underscore form of one of its
+    flags that is a field (``--tensor-parallel-size``/``--tp-size`` is ``tp_size``); a later
+    action setting a field already named (a deprecated spelling) keeps its own flag's form, as
+    generator/devtools/extract_catalog.py names them."""
     args = []
+    taken: set[str] = set()
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction) or not action.option_strings:
             continue
         flags = [f for f in action.option_strings if f.startswith("--")]
         flags = [f for f in flags if not f.startswith("--no-")] or flags
         name = flags[0][2:].replace("-", "_")
+        if fields is not None:
+            candidates = [action.dest] + [f[2:].replace("-", "_") for f in flags]
+            field = next((c for c in candidates if c in fields), action.dest)
+            if field not in taken:
+                name = field
+            taken.add(field)
         nargs = action.nargs
         args.append({
             "name": name,

@@ -1,5 +1,8 @@
 """Run engine argvs through SGLang's own ``prepare_server_args`` and ``ServerArgs.resolve_once``
 (what ``python -m sglang.launch_server`` does before anything starts), in the sglang virtualenv.
+Releases before 0.5 have no ``resolve_once``: their ``ServerArgs.__post_init__`` (run by
+``prepare_server_args``) is the whole check, and asks ``nvidia-smi`` for the GPU memory
+(tests/standins/nvidia-smi on PATH).
 
 stdin: ``[{"id": str, "argv": [str, ...]}, ...]``; stdout: one result per case, in order:
 ``{"id", "stage": "ok" | "parse" | "resolve", "error": str | None, "resolved": {...}}``. A parse
@@ -27,8 +30,15 @@ FIELDS = ("model_path", "host", "port", "tp_size", "pp_size", "dp_size", "ep_siz
           "mem_fraction_static", "context_length", "encoder_only", "language_only")
 
 
+def _view(args: Any) -> Any:
+    try:
+        from sglang.srt.arg_groups.overrides import resolving_view
+    except ImportError:  # before 0.5: the record itself holds the checked values
+        return args
+    return resolving_view(args)
+
+
 def check(argv: list[str]) -> dict[str, Any]:
-    from sglang.srt.arg_groups.overrides import resolving_view
     from sglang.srt.server_args import prepare_server_args
 
     err = io.StringIO()
@@ -39,11 +49,14 @@ def check(argv: list[str]) -> dict[str, Any]:
         lines = [x for x in err.getvalue().splitlines() if x.strip()]
         return {"stage": "parse", "error": lines[-1] if lines else "argparse exited",
                 "resolved": None}
+    except Exception as e:  # noqa: BLE001 - before 0.5, construction is the validation
+        return {"stage": "resolve", "error": f"{type(e).__name__}: {e}", "resolved": None}
     try:
-        args.resolve_once()
+        if hasattr(args, "resolve_once"):
+            args.resolve_once()
     except Exception as e:  # noqa: BLE001 - every failure of resolution is the finding
         return {"stage": "resolve", "error": f"{type(e).__name__}: {e}", "resolved": None}
-    view = resolving_view(args)
+    view = _view(args)
     resolved = {f: getattr(view, f, None) for f in FIELDS}
     return {"stage": "ok", "error": None,
             "resolved": {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)

@@ -11,6 +11,7 @@ are absent, so sglang takes its CUDA paths.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -48,7 +49,14 @@ DTYPES = ("float16", "bfloat16", "float32", "float64", "half", "float", "double"
           "float4_e2m1fn_x2", "float8_e8m0fnu", "complex64")
 
 
-class Base:
+class _Meta(abc.ABCMeta):
+    def __getattr__(cls, attr: str) -> Any:
+        if attr.startswith("__") and attr.endswith("__"):
+            raise AttributeError(attr)
+        return Placeholder(f"{cls.__name__}.{attr}")  # Function.apply, Module.register_...
+
+
+class Base(metaclass=_Meta):
     """What a class deriving from a placeholder (``class X(nn.Module)``) derives from."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -56,6 +64,11 @@ class Base:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         pass
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") and attr.endswith("__"):
+            raise AttributeError(attr)
+        return Placeholder(f"{type(self).__name__}().{attr}")
 
 
 _BASES: dict[str, type] = {}
