@@ -11,13 +11,13 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from generator.compile.catalog import SUPPORTED_VERSIONS, load_catalog
 from generator.compile.credentials import (
     CREDENTIAL_ARGS,
     is_credential_name,
     is_flag_shaped,
     url_has_credential,
 )
-from generator.compile.catalog import SUPPORTED_VERSIONS, load_catalog
 from generator.compile.loader import PathT, SourceMap, format_path
 from generator.compile.model import (
     RouterSpec,

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from generator.compile.argv import engine_argv, placement_argv, router_argv_for
-from generator.compile.containers import HOST_KINDS
 from generator.compile.catalog import load_catalog
+from generator.compile.containers import HOST_KINDS
 from generator.compile.model import (
     ContainerSpec,
     Engine,
