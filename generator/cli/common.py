@@ -33,6 +33,9 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Shorthand for --set cluster.gpus_per_node=... (default 8)"),
         click.option("--nodes", type=click.IntRange(min=1),
                      help="Shorthand for --set cluster.nodes=..."),
+        click.option("--model-config", "model_configs", multiple=True, metavar="NAME=DIR",
+                     help="Model NAME's config.json (or its directory) for the model-aware "
+                          "checks, for a model that lives only on the hosts."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -41,7 +44,8 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def settings(kw: dict[str, Any]) -> list[Any]:
     return settings_from_cli(
-        kw.pop("sets"), hf_checkpoint=kw.pop("hf_checkpoint"), total_gpus=kw.pop("total_gpus"),
+        kw.pop("sets"), kw.pop("model_configs", ()), hf_checkpoint=kw.pop("hf_checkpoint"),
+        total_gpus=kw.pop("total_gpus"),
         num_gpus_per_engine=kw.pop("num_gpus_per_engine"), gpus_per_node=kw.pop("gpus_per_node"),
         nodes=kw.pop("nodes"))
 

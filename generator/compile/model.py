@@ -133,6 +133,8 @@ class ModelSpec:
     pd: bool
     groups: tuple[GroupSpec, ...]
     router: RouterSpec
+    #: where the model's config.json is read at validate time (model_config, absolute), if set
+    model_config: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,7 @@ class Topology:
     router_implementation: str
     models: tuple[ModelSpec, ...]
     local: bool = False
+    gpu: str | None = None  # cluster.gpu: a name of generator.compile.modelcheck.GPUS
     warnings: tuple[Any, ...] = ()  # errors.Diagnostic with severity "warning"
     # loader.SourceMap: positions for errors found after resolve (placement, ports)
     smap: Any = field(default=None, compare=False, repr=False)

@@ -9,6 +9,8 @@ operator believes one of them and the other is what would run.
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -92,9 +94,27 @@ def _shown(option: str, path: PathT, prefix: str) -> str:
     return f"{option[:60]}...({len(option):,} characters)"
 
 
-def settings_from_cli(sets: tuple[str, ...] | list[str], **named: Any) -> list[Setting]:
-    """Settings from ``--set`` expressions and the named shorthands (``None`` = not given)."""
-    out: list[Setting] = []
+def model_config_setting(expr: str) -> Setting:
+    """``--model-config NAME=DIR``: the model ``NAME``'s ``model_config`` (a path relative to the
+    working directory, made absolute here)."""
+    name, eq, value = expr.partition("=")
+    option = f"--model-config {expr}"
+    if not eq or not name.strip() or not value:
+        raise SglGenError(f"{option!r}: expected NAME=DIR (a model's name and the directory "
+                          "holding its config.json)", exit_code=2)
+    problems = list(raw_text_problems(value))
+    if problems or "\n" in value or "\0" in value:
+        raise SglGenError(f"{option!r}: a line break, control character or NUL cannot be part "
+                          "of a path", exit_code=2)
+    return Setting(("sglang", f"@{name.strip()}", "model_config"),
+                   os.path.abspath(os.path.expanduser(value)), option)
+
+
+def settings_from_cli(sets: tuple[str, ...] | list[str], model_configs: tuple[str, ...] = (),
+                      **named: Any) -> list[Setting]:
+    """Settings from ``--set`` expressions, ``--model-config NAME=DIR`` and the named shorthands
+    (``None`` = not given)."""
+    out: list[Setting] = [model_config_setting(e) for e in model_configs]
     errors: list[Diagnostic] = []
     for expr in sets:  # every bad value at once, as for a file
         try:
@@ -125,10 +145,37 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _by_model_name(data: dict[str, Any], settings: list[Setting]
+                   ) -> tuple[list[Setting], list[Diagnostic]]:
+    """Settings addressed to a model by name (``("sglang", "@NAME", ...)``) with its index."""
+    raw = data.get("sglang")
+    models: list[Any] = raw if isinstance(raw, list) else []
+    names = [m.get("name") if isinstance(m, dict) else None for m in models]
+    out: list[Setting] = []
+    errors: list[Diagnostic] = []
+    for s in settings:
+        tag = s.path[1] if len(s.path) > 1 else None
+        if not (isinstance(tag, str) and tag.startswith("@")):
+            out.append(s)
+            continue
+        name = tag[1:]
+        if name not in names:
+            known = [n for n in names if isinstance(n, str)]
+            close = difflib.get_close_matches(name, known, n=1)
+            errors.append(Diagnostic(s.option, 0, 0, "sglang", f"no model named {name!r}",
+                                     f"did you mean {close[0]!r}?" if close else
+                                     f"the models are: {', '.join(known) or 'none'}"))
+            continue
+        out.append(Setting(("sglang", names.index(name), *s.path[2:]), s.value, s.option))
+    return out, errors
+
+
 def apply_settings(data: dict[str, Any], smap: SourceMap, settings: list[Setting]) -> None:
     """Merge CLI settings into ``data`` in place; a disagreement with the file is an error."""
     errors: list[Diagnostic] = []
     seen: dict[PathT, Setting] = {}
+    settings, named_errors = _by_model_name(data, settings)
+    errors += named_errors
     for s in settings:
         prev = seen.get(s.path)
         if prev is not None and not _same(prev.value, s.value):

@@ -6,6 +6,7 @@ every problem is collected and reported at once, positioned at the value that ca
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -280,7 +281,7 @@ def resolve(data: dict[str, Any], smap: SourceMap, *, local: bool = False) -> To
                 ctx.err(where, f"unknown node group '{label}'", hint)
         router = router_spec(ctx, impl, top_router, m, mpath, pd)
         models.append(ModelSpec(mname, format_path(mpath), effective, update, pd, tuple(groups),
-                                router))
+                                router, _model_config(smap, mpath, m.get("model_config"))))
 
     if gpu_sum > MAX_GPUS:
         ctx.err(("sglang",), f"server groups use {gpu_sum:,} GPUs; a topology describes at most "
@@ -357,7 +358,7 @@ def resolve(data: dict[str, Any], smap: SourceMap, *, local: bool = False) -> To
         file=smap.file, name=name, sglang_version=version, hf_checkpoint=hf, total_gpus=total,
         gpus_per_node=gpn, nodes=nodes, hosts=tuple(hosts), node_groups=node_groups,
         slurm=slurm, runtime=rt, router_implementation=impl, models=tuple(models), local=local,
-        warnings=tuple(sorted(ctx.warnings)), smap=smap)
+        gpu=cluster.get("gpu"), warnings=tuple(sorted(ctx.warnings)), smap=smap)
 
 
 #: ``#SBATCH`` options sgl-gen writes itself (generator/targets/slurm.py render_sbatch) and the
@@ -494,6 +495,16 @@ def _env_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _model_config(smap: SourceMap, mpath: PathT, value: Any) -> str | None:
+    """A model's ``model_config`` made absolute: relative to the topology file's directory when
+    the file says it, to the working directory when a command-line option does."""
+    if not isinstance(value, str):
+        return None
+    origin = smap.at(mpath + ("model_config",))
+    base = os.path.dirname(os.path.abspath(origin.file)) if origin.line else os.getcwd()
+    return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
 
 
 def _versions_with(catalog: Any, name: str) -> str:
