@@ -101,13 +101,13 @@ def test_kv_heads_and_tp_must_divide_one_another(tmp_path):
     d = tmp_path / "kv6"
     d.mkdir()
     (d / "config.json").write_text(json.dumps(cfg))
-    bad = write_topo(tmp_path, f"""
-        deployment: {{name: mc, hf_checkpoint: /models/m}}
-        cluster: {{gpus_per_node: 8}}
+    bad = write_topo(tmp_path, """
+        deployment: {name: mc, hf_checkpoint: /models/m}
+        cluster: {gpus_per_node: 8}
         sglang:
           - name: m
             model_config: kv6
-            server_groups: [{{worker_type: regular, num_gpus: 8, num_gpus_per_engine: 4}}]
+            server_groups: [{worker_type: regular, num_gpus: 8, num_gpus_per_engine: 4}]
         """, name="kv.yaml")
     e = only_error(bad)
     assert "tensor parallelism 4 and the model's 6 KV heads do not divide one another" in e
