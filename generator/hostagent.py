@@ -48,9 +48,11 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -522,6 +524,136 @@ def container_states(c: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# What the engines will meet on the host (deploy without --rehearse, and `sgl-gen check`): the
+# SGLang version, the model directories, the GPUs and who computes on them, network devices
+
+#: NVIDIA's CSV queries (nvidia-smi --help-query-gpu / --help-query-compute-apps)
+GPU_QUERY = ["--query-gpu=index,uuid,name,memory.total,memory.used",
+             "--format=csv,noheader,nounits"]
+APPS_QUERY = ["--query-compute-apps=pid,process_name,used_memory,gpu_uuid",
+              "--format=csv,noheader,nounits"]
+
+
+def _csv_rows(text: str, width: int, merge_at: int) -> list[list[str]]:
+    """Rows of ``width`` cells; a row with more (a process name holding commas) has the cells
+    from ``merge_at`` joined back into one."""
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) < width or not line.strip():
+            continue
+        extra = len(cells) - width
+        rows.append(cells[:merge_at] + [",".join(cells[merge_at:merge_at + extra + 1])]
+                    + cells[merge_at + extra + 1:])
+    return rows
+
+
+def _mib(cell: str) -> int | None:
+    v = cell.split()[0] if cell.split() else ""
+    return int(v) if v.isdigit() else None
+
+
+def parse_gpus(text: str) -> list[dict[str, Any]]:
+    """``index, uuid, name, memory.total, memory.used`` rows (noheader, nounits)."""
+    out = []
+    for c in _csv_rows(text, 5, 2):
+        if c[0].isdigit():
+            out.append({"index": int(c[0]), "uuid": c[1], "name": c[2],
+                        "memory_total": _mib(c[3]), "memory_used": _mib(c[4])})
+    return out
+
+
+def parse_apps(text: str) -> list[dict[str, Any]]:
+    """``pid, process_name, used_memory, gpu_uuid`` rows (noheader, nounits)."""
+    out = []
+    for c in _csv_rows(text, 4, 1):
+        if c[0].isdigit():
+            out.append({"pid": int(c[0]), "name": c[1], "used": _mib(c[2]), "gpu_uuid": c[3]})
+    return out
+
+
+def gpu_facts() -> dict[str, Any]:
+    rc, so, se = _ctr(["nvidia-smi", *GPU_QUERY], 60)
+    if rc != 0:
+        return {"error": _last_line(se or so) or f"exit {rc}", "missing": rc == 127}
+    gpus = parse_gpus(so)
+    rc, so, se = _ctr(["nvidia-smi", *APPS_QUERY], 60)
+    apps = parse_apps(so) if rc == 0 else []
+    by_uuid = {g["uuid"]: g["index"] for g in gpus}
+    for a in apps:
+        a["gpu"] = by_uuid.get(a["gpu_uuid"])
+    return {"gpus": gpus, "apps": apps,
+            **({} if rc == 0 else {"apps_error": _last_line(se or so) or f"exit {rc}"})}
+
+
+def _hub_cache(env: dict[str, str]) -> str:
+    get = {**os.environ, **env}.get
+    if get("HF_HUB_CACHE"):
+        return str(get("HF_HUB_CACHE"))
+    home = get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return os.path.join(home, "hub")
+
+
+def _online(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether the hub's name resolves within ``timeout`` (no request is sent)."""
+    result: list[bool] = []
+
+    def look() -> None:
+        try:
+            socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=look, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])
+
+
+def model_facts(paths: list[str], env: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    hub = [p for p in paths if not os.path.isabs(p)]
+    offline = any(({**os.environ, **env}.get(v) or "").strip() in ("1", "true", "True", "ON")
+                  for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    online = (not offline and _online()) if hub else None
+    cache = _hub_cache(env)
+    for p in paths:
+        if os.path.isabs(p):
+            out[p] = {"kind": "dir", "exists": os.path.isdir(p),
+                      "config": os.path.isfile(os.path.join(p, "config.json")),
+                      "readable": os.access(p, os.R_OK | os.X_OK)}
+        else:
+            d = os.path.join(cache, "models--" + p.replace("/", "--"))
+            out[p] = {"kind": "hub", "cached": os.path.isdir(os.path.join(d, "snapshots")),
+                      "cache": cache, "online": online, "offline_env": offline}
+    return out
+
+
+def _names(path: str) -> list[str] | None:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return None
+
+
+def host_checks(A: dict[str, Any]) -> dict[str, Any]:
+    """What the engines of this host need, as found (``A["needs"]``: spec.HostSpec.needs)."""
+    needs = A["needs"]
+    out: dict[str, Any] = {"sglang": None}
+    if A.get("sglang"):
+        rc, so, se = _ctr([sys.executable, "-c", _VERSION_CODE], 300)
+        version = so.strip().splitlines()[-1].strip() if rc == 0 and so.strip() else None
+        out["sglang"] = {"version": version, "python": sys.executable,
+                         **({} if version else {"error": _last_line(se or so) or f"exit {rc}"})}
+    out["models"] = model_facts(list(needs.get("models") or ()), dict(needs.get("env") or {}))
+    out["gpu"] = gpu_facts() if needs.get("gpus") else None
+    out["net"] = _names("/sys/class/net")
+    out["ib"] = _names("/sys/class/infiniband") if needs.get("ib") else None
+    return out
+
+
 def probe(A: dict[str, Any]) -> dict[str, Any]:
     root = A["root"]
     out: dict[str, Any] = {"python": sys.version.split()[0], "modules": {}, "gpus": None,
@@ -605,6 +737,8 @@ def probe(A: dict[str, Any]) -> dict[str, Any]:
     out["units"], out["other_units"] = supervised_states(A, A["units"], out["manifest"])
     if A.get("container"):
         out["container"] = container_probe(A["container"])
+    if A.get("needs") is not None:
+        out["checks"] = host_checks(A)
     return out
 
 

@@ -61,6 +61,13 @@ def _render_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _accept_sglang_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--accept-sglang-version", is_flag=True,
+                        help="Hosts whose python has another SGLang than the version the "
+                             "topology was validated against: a warning instead of an "
+                             "error.")(f)
+
+
 def _output_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--output", "output", type=click.Choice(["text", "json"]),
                         default="text", show_default=True,
@@ -225,7 +232,7 @@ def _short_container(c: Any) -> str:
 #: options of the SSH path only: with --target slurm, naming one is a usage error
 _SSH_ONLY = ("hosts", "ssh_config", "known_hosts", "accept_new_host_keys", "connect_timeout",
              "dry_run", "max_unavailable", "drain", "allow_downtime", "adopt", "local", "pull",
-             "accept_image_version")
+             "accept_image_version", "accept_sglang_version")
 #: options of the Slurm path only
 _SLURM_ONLY = ("run_dir", "job", "no_wait", "now", "slurm_out")
 
@@ -420,6 +427,7 @@ def register(main: click.Group) -> None:
     @click.option("--accept-image-version", is_flag=True,
                   help="Container hosts: deploy an image whose SGLang is not the version the "
                        "topology was validated against (a warning instead of an error).")
+    @_accept_sglang_option
     @_output_option
     @click.option("-o", "slurm_out", default=None, metavar="OUT",
                   help="With --target slurm and a FILE: render into OUT/<deployment>/ "
@@ -431,7 +439,7 @@ def register(main: click.Group) -> None:
     def deploy(source: str, dry_run: bool, timeout: float | None, adopt: bool, output: str,
                max_unavailable: Any, drain: float | None, allow_downtime: bool,
                slurm_out: str | None, no_wait: bool, pull: bool, accept_image_version: bool,
-               **kw: Any) -> None:
+               accept_sglang_version: bool, **kw: Any) -> None:
         """Push FILE|OUT_DIR to its SSH hosts, roll out what changed behind the routers, wait
         until healthy. --target slurm: render, submit the job, wait for its router URLs."""
         from generator import deploy as d
@@ -452,7 +460,8 @@ def register(main: click.Group) -> None:
             result = d.deploy(target, opts, echo=_err, only=only, timeout=timeout,
                               dry_run=dry_run, adopt=adopt, max_unavailable=max_unavailable,
                               drain=drain, allow_downtime=allow_downtime, pull=pull,
-                              accept_image_version=accept_image_version)
+                              accept_image_version=accept_image_version,
+                              accept_sglang_version=accept_sglang_version)
         except SglGenError as exc:
             if output == "json":
                 click.echo(json.dumps({"deployment": target.name, "ok": False,
@@ -471,6 +480,40 @@ def register(main: click.Group) -> None:
         click.echo(f"{target.name} is deployed" + ("; routers:" if routers else ""))
         for u in routers:
             click.echo(f"  {u.model}: {u.url}")
+
+    @main.command("check")
+    @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
+    @common_options
+    @_ssh_options
+    @click.option("--accept-image-version", is_flag=True, help="As deploy's.")
+    @_accept_sglang_option
+    @_output_option
+    @boundary
+    def check_cmd(source: str, output: str, accept_image_version: bool,
+                  accept_sglang_version: bool, **kw: Any) -> None:
+        """What a deploy's preflight checks on the hosts, without deploying: the SGLang
+        version there, the model paths, the plan's GPUs (present, no other process on them),
+        NCCL's interfaces and InfiniBand devices, disk, ports (exit 3 on a problem)."""
+        from generator import deploy as d
+
+        target = _target(source, kw)
+        opts, only = _ssh(kw)
+        result = d.check(target, opts, echo=_err, only=only,
+                         accept_sglang_version=accept_sglang_version,
+                         accept_image_version=accept_image_version)
+        if output == "json":
+            click.echo(json.dumps({"deployment": target.name, **result.as_json()}, indent=2,
+                                  sort_keys=True))
+        else:
+            for w in result.warnings:
+                click.echo(f"warning: {w}", err=True)
+            for p in result.problems:
+                click.echo(f"  {p}")
+            click.echo(f"{target.name}: " + (
+                f"{len(result.problems)} problem(s) on {len(result.hosts)} host(s)"
+                if result.problems else f"{len(result.hosts)} host(s) ready"))
+        if result.problems:
+            sys.exit(EXIT_DEPLOY)
 
     @main.command("diff")
     @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))

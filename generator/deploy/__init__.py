@@ -48,12 +48,22 @@ but SSH.
 """
 
 from generator.deploy.changes import Changes, UnitAction
-from generator.deploy.commands import Result, deploy, diff, down, logs, status, table
+from generator.deploy.commands import (
+    CheckResult,
+    Result,
+    check,
+    deploy,
+    diff,
+    down,
+    logs,
+    status,
+    table,
+)
 from generator.deploy.rendered import check_plan, target_from_dir
 from generator.deploy.rolling import restart_rolling
 from generator.deploy.spec import HostSpec, Target, UnitSpec, target_from, target_from_plan
 from generator.deploy.transport import SshOptions
 
-__all__ = ["Changes", "HostSpec", "Result", "SshOptions", "Target", "UnitAction", "UnitSpec",
-           "check_plan", "deploy", "diff", "down", "logs", "restart_rolling", "status", "table",
+__all__ = ["Changes", "CheckResult", "HostSpec", "Result", "SshOptions", "Target", "UnitAction", "UnitSpec",
+           "check", "check_plan", "deploy", "diff", "down", "logs", "restart_rolling", "status", "table",
            "target_from", "target_from_dir", "target_from_plan"]

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from generator.deploy.changes import Changes, UnitAction
-from generator.deploy.decide import Remote, container_problems, decide, preflight
+from generator.deploy.decide import (
+    Remote,
+    container_problems,
+    decide,
+    host_problems,
+    preflight,
+)
 from generator.deploy.hostfiles import (
     foreign_unit_dir,
     manifest_doc,
@@ -101,19 +107,23 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
            timeout: float = 600, dry_run: bool = False, min_free_mb: int = 100,
            adopt: bool = False, max_unavailable: int | str | None = None,
            drain: float | None = None, allow_downtime: bool = False, pull: bool = False,
-           accept_image_version: bool = False) -> Result:
+           accept_image_version: bool = False, accept_sglang_version: bool = False) -> Result:
     """Converge the hosts on the target. Raises DeployError (exit 3) on failure. ``adopt``: a
     root without a manifest is deployed into; its files are kept (and reported). Changes roll
     out engine by engine behind the routers (rollout.py) unless ``allow_downtime``. On
     container hosts, ``pull`` pulls the image first; ``accept_image_version`` deploys an image
-    whose SGLang is not the catalog's (with a warning)."""
+    whose SGLang is not the catalog's (with a warning). Unless rehearsing, what the engines
+    will meet on each host is checked first (decide.host_problems; ``accept_sglang_version``:
+    another SGLang version on a host is a warning)."""
     mu = target.max_unavailable if max_unavailable is None else max_unavailable
     drain = target.drain if drain is None else drain
     with Session(target, opts, echo, only, api_only=router_hosts(target, only)) as s:
-        remotes = s.probe(gpus=True, pull=pull)
+        remotes = s.probe(gpus=True, pull=pull, checks=not target.rehearse)
         image_problems, image_warnings = container_problems(target, remotes, pull,
                                                             accept_image_version)
-        for w in image_warnings:
+        needs_problems, needs_warnings = host_problems(target, remotes, accept_sglang_version)
+        image_problems += needs_problems
+        for w in image_warnings + needs_warnings:
             echo(f"warning: {w}")
         ch = decide(target, remotes, adopt)
         live = live_routers(s)
@@ -166,6 +176,32 @@ def deploy(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...
             run.routers(roller, ro)
         return Result(target, ch, _rows(ch, "done", target), supervisors=_supervisors(sups),
                       rollout=ro)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    hosts: tuple[str, ...]
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"hosts": list(self.hosts), "ok": not self.problems,
+                "problems": list(self.problems), "warnings": list(self.warnings)}
+
+
+def check(target: Target, opts: SshOptions, *, echo: Echo, only: tuple[str, ...] = (),
+          accept_sglang_version: bool = False, accept_image_version: bool = False
+          ) -> CheckResult:
+    """`sgl-gen check`: what a real deploy's preflight checks on the hosts, changing nothing:
+    the interpreters and their SGLang (or the image's), the model paths, the GPUs (present and
+    free), network devices, free disk, ports."""
+    with Session(target, opts, echo, only) as s:
+        remotes = s.probe(gpus=True, checks=True)
+        problems, warnings = container_problems(target, remotes, False, accept_image_version)
+        p2, w2 = host_problems(target, remotes, accept_sglang_version)
+        ch = decide(target, remotes, adopt=True)
+        problems += p2 + preflight(target, remotes, ch, 100 << 20)
+        return CheckResult(tuple(h.name for h in s.hosts), tuple(problems), tuple(warnings + w2))
 
 
 def _deployed_urls(remotes: dict[str, Remote]) -> dict[tuple[str, str], str | None]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -319,3 +320,125 @@ def _secrets_problems(name: str, spec: HostSpec, sec: Any, path: str | None) -> 
         return [f"{name}: runtime.secrets_env_file {path} is not readable by "
                 f"{spec.user or 'the SSH user'}"]
     return []
+
+
+# ---------------------------------------------------------------------------------------------
+# What the engines will meet on each host (hostagent.host_checks): before a real deploy, and
+# `sgl-gen check`
+
+
+def _ifname_problem(var: str, value: str, have: list[str]) -> str | None:
+    """NCCL's syntax: a comma-separated list of prefixes, ``=`` for exact names, ``^`` to
+    exclude (nothing to check then)."""
+    if not value or value.startswith("^"):
+        return None
+    exact = value.startswith("=")
+    want = [w.strip() for w in value.lstrip("=").split(",") if w.strip()]
+    found = [w for w in want if any(n == w if exact else n.startswith(w) for n in have)]
+    if found:
+        return None
+    return (f"{var}={value} names no network interface here (it has: "
+            f"{', '.join(have) or 'none'}); NCCL would hang until its timeout")
+
+
+def _ib_names(value: str) -> list[str]:
+    """``mlx5_0``, ``mlx5_0,mlx5_1`` or a JSON object of GPU -> device(s)."""
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return []
+        return sorted({n for v in doc.values() for n in str(v).split(",") if n.strip()})
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def host_problems(target: Target, remotes: dict[str, Remote], accept_version: bool = False
+                  ) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of what each host's engines need there: the SGLang version the
+    topology was validated against, the model paths, the plan's GPUs (present, and no other
+    process computing on them), the interfaces NCCL/Gloo are told to use, the InfiniBand
+    devices of PD transfer."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    want = target.sglang_version
+    for name, r in sorted(remotes.items()):
+        c = r.probe.get("checks")
+        if not isinstance(c, dict):
+            continue
+        needs = r.host.spec.needs
+        sg = c.get("sglang") or {}
+        version = sg.get("version")
+        if version and want and version != want:
+            msg = (f"{name}: {sg.get('python') or target.python} has SGLang {version}, but the "
+                   f"topology was validated against the catalog of SGLang {want}")
+            if accept_version:
+                warnings.append(f"{msg}: deploying anyway (--accept-sglang-version)")
+            else:
+                problems.append(f"{msg} (hint: set deployment.sglang_version: \"{version}\" if "
+                                f"sgl-gen has its catalog, install sglang=={want} there, or "
+                                f"pass --accept-sglang-version)")
+        elif sg and not version and "No module named" not in str(sg.get("error")):
+            problems.append(f"{name}: could not read the SGLang version of "
+                            f"{sg.get('python') or target.python}: {sg.get('error')}")
+        for path, m in sorted((c.get("models") or {}).items()):
+            if m.get("kind") == "dir":
+                if not m.get("exists"):
+                    problems.append(f"{name}: model_path {path} does not exist (hint: copy the "
+                                    f"model there, or mount it)")
+                elif not m.get("config"):
+                    problems.append(f"{name}: model_path {path} has no config.json: not a "
+                                    f"model directory")
+                elif not m.get("readable"):
+                    problems.append(f"{name}: model_path {path} is not readable by "
+                                    f"{r.host.spec.user or 'the SSH user'}")
+            elif not m.get("cached") and (m.get("online") is False or m.get("offline_env")):
+                why = "HF_HUB_OFFLINE is set" if m.get("offline_env") else \
+                    "huggingface.co does not resolve"
+                warnings.append(f"{name}: model {path} is a hub id with no copy in "
+                                f"{m.get('cache')} and the host is offline ({why}): the engines "
+                                f"cannot download it")
+        g = c.get("gpu")
+        if isinstance(g, dict):
+            if g.get("error"):
+                if r.probe.get("gpus") is None:  # else preflight reports `nvidia-smi -L`
+                    problems.append(f"{name}: nvidia-smi failed: {g['error']}")
+            else:
+                problems += _gpu_problems(name, g, needs, r.units)
+        have = c.get("net")
+        if isinstance(have, list):
+            for var, value in sorted((needs.get("env") or {}).items()):
+                if var.endswith("_SOCKET_IFNAME"):
+                    p = _ifname_problem(var, value, have)
+                    if p:
+                        problems.append(f"{name}: {p}")
+        ib = c.get("ib")
+        for value in needs.get("ib") or ():
+            missing = [n for n in _ib_names(value) if ib is None or n not in ib]
+            if missing:
+                problems.append(f"{name}: disaggregation_ib_device {', '.join(missing)} is not an "
+                                f"InfiniBand device here (it has: {', '.join(ib or []) or 'none'})")
+    return problems, warnings
+
+
+def _gpu_problems(name: str, g: dict[str, Any], needs: dict[str, Any],
+                  units: dict[str, dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    ids = {int(x["index"]) for x in g.get("gpus") or ()}
+    missing = [i for i in needs.get("gpus") or () if i not in ids]
+    if missing:
+        out.append(f"{name}: the plan puts engines on GPU(s) {', '.join(map(str, missing))} but "
+                   f"nvidia-smi lists {', '.join(map(str, sorted(ids))) or 'none'}")
+    # a GPU one of this deployment's running engines has is in use by it (SGLang's scheduler
+    # processes): only the GPUs of engines not running now must be free
+    running = {u for u, st in units.items() if st.get("state") == "running"}
+    ours = {i for u, gs in (needs.get("unit_gpus") or {}).items() if u in running for i in gs}
+    for a in g.get("apps") or ():
+        i = a.get("gpu")
+        if i in (needs.get("gpus") or ()) and i not in ours:
+            users = [u for u, gs in (needs.get("unit_gpus") or {}).items() if i in gs]
+            out.append(f"{name}: GPU {i} is in use by pid {a['pid']} ({a.get('name')}, "
+                       f"{a.get('used')} MiB), not by this deployment; "
+                       f"{', '.join(users) or 'an engine'} would start on it (hint: stop that "
+                       f"process, or move the engine with cluster.hosts[].gpus)")
+    return out

@@ -79,9 +79,11 @@ class Session:
     def sup(self, h: Host) -> dict[str, Any]:
         return supervisor_args(h.spec, self.target.name)
 
-    def probe(self, gpus: bool = False, pull: bool = False) -> dict[str, Remote]:
+    def probe(self, gpus: bool = False, pull: bool = False, checks: bool = False
+              ) -> dict[str, Remote]:
         """Every selected host's probe; ``pull`` (deploy --pull): a container host pulls its
-        image first (before anything stops)."""
+        image first (before anything stops); ``checks``: also what its engines will meet there
+        (hostagent.host_checks: SGLang version, model paths, GPUs in use, devices)."""
         def one(h: Host) -> Remote:
             modules = set()
             for u in h.spec.units if h.spec.container is None else ():  # (the image's)
@@ -96,6 +98,10 @@ class Session:
                 "want": sorted(h.spec.files), "max_files": _MAX_FOREIGN,
                 "secrets": self.target.secrets_env_file, "supervisor": self.sup(h),
                 "unit_files": [rel.split("/", 1)[1] for rel in h.spec.systemd_files]}
+            engines = any(u.kind == "engine" for u in h.spec.units)
+            if checks and engines:
+                args["needs"] = h.spec.needs
+                args["sglang"] = h.spec.container is None
             c = h.spec.container
             if c is not None:
                 args["container"] = {"kind": c["kind"], "image": c["image"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,10 @@ class HostSpec:
     #: what the probe found of the image on the host: {"id": its image id}; part of every unit's
     #: hash, so that a new image behind the same name restarts (rolls) the units
     image: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    #: what the host must have for its engines (checked by the probe before a real deploy and
+    #: by `sgl-gen check`): {"gpus": physical ids, "unit_gpus": {unit: ids}, "models": model
+    #: paths, "ib": InfiniBand devices, "env": {NCCL_SOCKET_IFNAME, HF_HOME...: value}}
+    needs: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def sha(self, rel: str) -> str:
         return hashlib.sha256(self.files[rel][0]).hexdigest()
@@ -127,6 +132,31 @@ class Target:
         return [u for h in self.hosts for u in h.units]
 
 
+#: network interface settings of the engines (NCCL and Gloo pick their sockets' interface by
+#: these): a name the host lacks makes multi-node start-up hang until NCCL times out
+#: and where the engines find (or fetch) a model given by its hub id
+_NEED_VARS = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "HF_HOME", "HF_HUB_CACHE",
+              "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_EXPORT = re.compile(rf"^export ({'|'.join(_NEED_VARS)})=(.*)$", re.M)
+
+
+def _env_needs(files: dict[str, tuple[bytes, int]], units: list[UnitSpec]) -> dict[str, str]:
+    """The variables of ``_NEED_VARS`` the host's engine scripts export (rendered values)."""
+    out: dict[str, str] = {}
+    for u in units:
+        if u.kind != "engine":
+            continue
+        text = files.get(u.files[0], (b"", 0))[0].decode("utf-8", "replace")
+        for name, raw in _EXPORT.findall(text):
+            try:
+                words = shlex.split(raw)
+            except ValueError:
+                continue
+            if len(words) == 1:
+                out[name] = words[0]
+    return out
+
+
 def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], python: str,
                 rehearse: bool, secrets_env_file: str | None = None) -> Target:
     """A Target from a plan dict (plan.json) and the render's files (paths under hosts/)."""
@@ -149,11 +179,22 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
             out += sorted(r.split("/", 2)[2] for r in files if r.startswith(f"hosts/{host}/lib/"))
         return tuple(out)
 
+    needs: dict[int, dict[str, Any]] = {
+        n["index"]: {"gpus": set(), "models": set(), "ib": set(), "unit_gpus": {}}
+        for n in nodes}
     for m in plan["models"]:
         for e in m["engines"]:
             for p in e["placements"]:
+                argv = [a for a in p.get("argv") or e.get("argv") or () if isinstance(a, str)]
+                need = needs[p["node"]]
+                need["gpus"].update(str(g) for g in p["gpus"])
+                for flag, key in (("--model-path", "models"),
+                                  ("--disaggregation-ib-device", "ib")):
+                    if flag in argv[:-1]:
+                        need[key].add(argv[argv.index(flag) + 1])
                 rank = p["node_rank"]
                 uname = f"engine-{e['id']}" if e["nnodes"] == 1 else f"engine-{e['id']}-r{rank}"
+                need["unit_gpus"][uname] = list(p["gpus"])
                 host = host_of[p["node"]]
                 u = UnitSpec(uname, "engine", host, m["name"], e["id"], rank,
                              f"{e['url']}/health" if rank == 0 else None,
@@ -206,11 +247,17 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
                 raise SglGenError(f"{prefix}{missing[0]}: missing from the render{hint}")
         root = f"{n['workdir'].rstrip('/')}/{name}"
         ctr = n.get("container")
+        need = needs[n["index"]]
+        host_needs = {"gpus": sorted(int(g) for g in need["gpus"]),
+                      "models": sorted(need["models"]), "ib": sorted(need["ib"]),
+                      "env": _env_needs(hfiles, per[n["index"]]),
+                      "unit_gpus": {k: sorted(v) for k, v in need["unit_gpus"].items()}}
         hosts.append(HostSpec(n["index"], n["host"], n["address"], n.get("user"),
                               n.get("ssh_port"), root, tuple(per[n["index"]]), hfiles,
                               tuple(sorted(set(ports[n["index"]]))), gpus[n["index"]],
                               sup_of[n["host"]], name,
-                              dict(ctr) if isinstance(ctr, dict) else None))
+                              dict(ctr) if isinstance(ctr, dict) else None,
+                              needs=host_needs))
     ro = plan.get("rollout") or {}
     return Target(name, python, rehearse, tuple(hosts), secrets_env_file,
                   ro.get("max_unavailable", 1), float(ro.get("drain", 30)),
