@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.deploy.decide import _ib_names, _ifname_problem, host_problems
+from generator.deploy.decide import _ib_names, _ifname_problem
 from generator.hostagent import APPS_QUERY, GPU_QUERY, parse_apps, parse_gpus
 from tests.helpers import EXAMPLES, REPO, run_cli
 from tests.sshhosts import NETNS_ETC, SshHosts, available

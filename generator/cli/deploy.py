@@ -25,7 +25,7 @@ from generator.cli.local import down_local
 from generator.errors import EXIT_DEPLOY, SglGenError
 
 
-def _ssh_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def ssh_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--hosts", "hosts", metavar="A,B",
                      help="Only these hosts (inventory names), comma-separated."),
@@ -61,20 +61,20 @@ def _render_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _accept_sglang_option(f: Callable[..., Any]) -> Callable[..., Any]:
+def accept_sglang_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--accept-sglang-version", is_flag=True,
                         help="Hosts whose python has another SGLang than the version the "
                              "topology was validated against: a warning instead of an "
                              "error.")(f)
 
 
-def _output_option(f: Callable[..., Any]) -> Callable[..., Any]:
+def output_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--output", "output", type=click.Choice(["text", "json"]),
                         default="text", show_default=True,
                         help="text tables, or one JSON document on stdout.")(f)
 
 
-def _target(source: str, kw: dict[str, Any]) -> Any:
+def deploy_target(source: str, kw: dict[str, Any]) -> Any:
     """FILE or OUT_DIR -> deploy.Target; topology options only make sense with a FILE."""
     from generator.compile.pipeline import compile_plan
     from generator.deploy import target_from_dir, target_from_plan
@@ -105,7 +105,7 @@ def _target(source: str, kw: dict[str, Any]) -> Any:
     return target_from_plan(plan, choose_targets(target, plan), rehearse)
 
 
-def _ssh(kw: dict[str, Any]) -> tuple[Any, tuple[str, ...]]:
+def ssh_settings(kw: dict[str, Any]) -> tuple[Any, tuple[str, ...]]:
     from generator.deploy import SshOptions
 
     hosts = kw.pop("hosts", None)
@@ -169,7 +169,7 @@ def _slurm_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return _run_dir_option(f)
 
 
-def _err(text: str) -> None:
+def echo_err(text: str) -> None:
     click.echo(text, err=True)
 
 
@@ -358,7 +358,7 @@ def _slurm_deploy(source: str, kw: dict[str, Any], *, out_dir: str, no_wait: boo
                             before_render=lambda d: sj.check_free(d, slurm))
     rec = None
     try:
-        rec = sj.submit(dep, slurm, _err)
+        rec = sj.submit(dep, slurm, echo_err)
         if no_wait:
             if output == "json":
                 click.echo(json.dumps(sj.Submitted(rec).json(wait=False), indent=2,
@@ -367,7 +367,7 @@ def _slurm_deploy(source: str, kw: dict[str, Any], *, out_dir: str, no_wait: boo
                 click.echo(f"submitted job {rec.job}")
             return
         done = sj.follow(dep, slurm, rec, timeout=sj.DEFAULT_WAIT if timeout is None
-                         else timeout, echo=_err)
+                         else timeout, echo=echo_err)
     except SglGenError as exc:
         if output == "json":
             click.echo(json.dumps({"deployment": dep.name, "job": rec.job if rec else None,
@@ -389,12 +389,12 @@ def _slurm_status(source: str, kw: dict[str, Any], job: str | None, output: str)
     from generator.deploy import table
 
     dep = _slurm_deployment(source, kw)
-    st = sj.status(dep, sj.Slurm(), job, _err)
+    st = sj.status(dep, sj.Slurm(), job, echo_err)
     if output == "json":
         click.echo(st.json())
     else:
         if st.note:
-            _err(st.note)
+            echo_err(st.note)
         click.echo(f"{dep.name}: {st.queue}")
         if st.rows:
             click.echo(table(st.rows, sj.STATUS_COLUMNS), nl=False)
@@ -409,7 +409,7 @@ def register(main: click.Group) -> None:
     @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
     @common_options
     @_render_options
-    @_ssh_options
+    @ssh_options
     @click.option("--dry-run", is_flag=True, help="Connect and preflight; change nothing "
                                                   "(prints what `sgl-gen diff` prints).")
     @click.option("--timeout", type=click.FloatRange(min=1), default=None,
@@ -427,8 +427,8 @@ def register(main: click.Group) -> None:
     @click.option("--accept-image-version", is_flag=True,
                   help="Container hosts: deploy an image whose SGLang is not the version the "
                        "topology was validated against (a warning instead of an error).")
-    @_accept_sglang_option
-    @_output_option
+    @accept_sglang_option
+    @output_option
     @click.option("-o", "slurm_out", default=None, metavar="OUT",
                   help="With --target slurm and a FILE: render into OUT/<deployment>/ "
                        "(default: out), as `sgl-gen render FILE -o OUT --target slurm`.")
@@ -454,10 +454,10 @@ def register(main: click.Group) -> None:
                                  timeout=timeout, output=output)
         kw.pop("run_dir")
         timeout = 600 if timeout is None else timeout
-        target = _target(source, kw)
-        opts, only = _ssh(kw)
+        target = deploy_target(source, kw)
+        opts, only = ssh_settings(kw)
         try:
-            result = d.deploy(target, opts, echo=_err, only=only, timeout=timeout,
+            result = d.deploy(target, opts, echo=echo_err, only=only, timeout=timeout,
                               dry_run=dry_run, adopt=adopt, max_unavailable=max_unavailable,
                               drain=drain, allow_downtime=allow_downtime, pull=pull,
                               accept_image_version=accept_image_version,
@@ -481,49 +481,15 @@ def register(main: click.Group) -> None:
         for u in routers:
             click.echo(f"  {u.model}: {u.url}")
 
-    @main.command("check")
-    @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
-    @common_options
-    @_ssh_options
-    @click.option("--accept-image-version", is_flag=True, help="As deploy's.")
-    @_accept_sglang_option
-    @_output_option
-    @boundary
-    def check_cmd(source: str, output: str, accept_image_version: bool,
-                  accept_sglang_version: bool, **kw: Any) -> None:
-        """What a deploy's preflight checks on the hosts, without deploying: the SGLang
-        version there, the model paths, the plan's GPUs (present, no other process on them),
-        NCCL's interfaces and InfiniBand devices, disk, ports (exit 3 on a problem)."""
-        from generator import deploy as d
-
-        target = _target(source, kw)
-        opts, only = _ssh(kw)
-        result = d.check(target, opts, echo=_err, only=only,
-                         accept_sglang_version=accept_sglang_version,
-                         accept_image_version=accept_image_version)
-        if output == "json":
-            click.echo(json.dumps({"deployment": target.name, **result.as_json()}, indent=2,
-                                  sort_keys=True))
-        else:
-            for w in result.warnings:
-                click.echo(f"warning: {w}", err=True)
-            for p in result.problems:
-                click.echo(f"  {p}")
-            click.echo(f"{target.name}: " + (
-                f"{len(result.problems)} problem(s) on {len(result.hosts)} host(s)"
-                if result.problems else f"{len(result.hosts)} host(s) ready"))
-        if result.problems:
-            sys.exit(EXIT_DEPLOY)
-
     @main.command("diff")
     @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
     @common_options
     @_render_options
-    @_ssh_options
+    @ssh_options
     @_rollout_options
     @click.option("--allow-downtime", is_flag=True, help="As deploy's.")
     @_adopt_option
-    @_output_option
+    @output_option
     @boundary
     def diff_cmd(source: str, adopt: bool, output: str, max_unavailable: Any,
                  drain: float | None, allow_downtime: bool, **kw: Any) -> None:
@@ -531,9 +497,9 @@ def register(main: click.Group) -> None:
         changed)."""
         from generator import deploy as d
 
-        target = _target(source, kw)
-        opts, only = _ssh(kw)
-        result = d.diff(target, opts, echo=_err, only=only, adopt=adopt,
+        target = deploy_target(source, kw)
+        opts, only = ssh_settings(kw)
+        result = d.diff(target, opts, echo=echo_err, only=only, adopt=adopt,
                         max_unavailable=max_unavailable, drain=drain,
                         allow_downtime=allow_downtime)
         if output == "json":
@@ -546,8 +512,8 @@ def register(main: click.Group) -> None:
     @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
     @common_options
     @_render_options
-    @_ssh_options
-    @_output_option
+    @ssh_options
+    @output_option
     @_slurm_options
     @boundary
     def status(source: str, output: str, run_dir: str | None, job: str | None,
@@ -560,9 +526,9 @@ def register(main: click.Group) -> None:
 
         if _slurm_route(kw):
             return _slurm_status(source, dict(kw, run_dir=run_dir), job, output)
-        target = _target(source, kw)
-        opts, only = _ssh(kw)
-        rows = d.status(target, opts, echo=_err, only=only)
+        target = deploy_target(source, kw)
+        opts, only = ssh_settings(kw)
+        rows = d.status(target, opts, echo=echo_err, only=only)
         if output == "json":
             click.echo(json.dumps({"deployment": target.name, "units": rows}, indent=2,
                                   sort_keys=True))
@@ -581,7 +547,7 @@ def register(main: click.Group) -> None:
     @click.argument("units", nargs=-1)
     @common_options
     @_render_options
-    @_ssh_options
+    @ssh_options
     @click.option("-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True)
     @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
     @_slurm_options
@@ -598,18 +564,18 @@ def register(main: click.Group) -> None:
 
             dep = _slurm_deployment(source, dict(kw, run_dir=run_dir))
             return sj.logs(dep, sj.Slurm(), job, units, lines=lines, follow_=follow,
-                           out=click.echo, echo=_err)
-        target = _target(source, kw)
-        opts, only = _ssh(kw)
+                           out=click.echo, echo=echo_err)
+        target = deploy_target(source, kw)
+        opts, only = ssh_settings(kw)
         if only:
             raise SglGenError("logs: name units instead of --hosts", exit_code=2)
-        d.logs(target, opts, echo=_err, units=units, lines=lines, follow=follow, out=click.echo)
+        d.logs(target, opts, echo=echo_err, units=units, lines=lines, follow=follow, out=click.echo)
 
     @main.command()
     @click.argument("source", metavar="FILE|OUT_DIR", type=click.Path(dir_okay=True))
     @common_options
     @_render_options
-    @_ssh_options
+    @ssh_options
     @click.option("-o", "--output", "out_dir", default="out", show_default=True,
                   help="With --local: the OUTPUT given to `up`.")
     @click.option("--local", is_flag=True, help="Stop what `up --local` started on this machine.")
@@ -626,7 +592,7 @@ def register(main: click.Group) -> None:
             from generator.deploy import slurmjobs as sj
 
             dep = _slurm_deployment(source, dict(kw, run_dir=run_dir))
-            click.echo(sj.down(dep, sj.Slurm(), job, now=now, echo=_err))
+            click.echo(sj.down(dep, sj.Slurm(), job, now=now, echo=echo_err))
             return None
         if local:
             for k in ("hosts", "ssh_config", "known_hosts", "accept_new_host_keys",
@@ -635,9 +601,9 @@ def register(main: click.Group) -> None:
             return down_local(file=source, out_dir=out_dir, **kw)
         from generator import deploy as d
 
-        target = _target(source, kw)
-        opts, only = _ssh(kw)
-        n = d.down(target, opts, echo=_err, only=only)
+        target = deploy_target(source, kw)
+        opts, only = ssh_settings(kw)
+        n = d.down(target, opts, echo=echo_err, only=only)
         click.echo(f"{target.name}: stopped {n} unit(s)")
 
 
@@ -647,7 +613,7 @@ def register_restart(main: click.Group) -> None:
     @click.argument("units", nargs=-1)
     @common_options
     @_render_options
-    @_ssh_options
+    @ssh_options
     @click.option("--rolling", is_flag=True, required=True,
                   help="In batches behind their routers, as deploy rolls a change (required).")
     @_rollout_options
@@ -662,11 +628,11 @@ def register_restart(main: click.Group) -> None:
         """Restart the engines of UNITS (default: all) in batches behind their routers."""
         from generator import deploy as d
 
-        target = _target(source, kw)
-        opts, only = _ssh(kw)
+        target = deploy_target(source, kw)
+        opts, only = ssh_settings(kw)
         if only:
             raise SglGenError("restart: name units instead of --hosts", exit_code=2)
-        done = d.restart_rolling(target, opts, echo=_err, units=units, timeout=timeout,
+        done = d.restart_rolling(target, opts, echo=echo_err, units=units, timeout=timeout,
                                  drain=drain, max_unavailable=max_unavailable,
                                  allow_downtime=allow_downtime)
         click.echo(f"{target.name}: restarted {len(done)} engine(s): {', '.join(done)}")
