@@ -154,7 +154,7 @@ def test_preflight_refuses_a_version_mismatch_unless_accepted(target):
     assert problems[0] == (
         f"node-a: the image {IMAGE} has SGLang 0.4.0, but the topology was validated against "
         "the catalog of SGLang 0.5.23 (hint: set deployment.sglang_version: \"0.4.0\" if "
-        "sgl-gen has its catalog, use an image of SGLang 0.5.23, or deploy with "
+        "sgl-gen has its catalog, use an image of SGLang 0.5.23, or pass "
         "--accept-image-version)")
     problems, warnings = container_problems(target, rs, accept_version=True)
     assert problems == [] and len(warnings) == 4

@@ -241,15 +241,22 @@ def container_problems(target: Target, remotes: dict[str, Remote], pull: bool = 
             problems.append(f"{name}: could not read the SGLang version of {image} (`{kind} run "
                             f"... {target.python} -c 'import sglang'` failed: {sg.get('error')})")
         elif want and version != want:
-            msg = (f"{name}: the image {image} has SGLang {version}, but the topology was "
-                   f"validated against the catalog of SGLang {want}")
-            if accept_version:
-                warnings.append(f"{msg}: deploying anyway (--accept-image-version)")
-            else:
-                problems.append(f"{msg} (hint: set deployment.sglang_version: \"{version}\" if "
-                                f"sgl-gen has its catalog, use an image of SGLang {want}, or "
-                                f"deploy with --accept-image-version)")
+            _version_mismatch(f"{name}: the image {image}", version, want, accept_version,
+                              "--accept-image-version", f"use an image of SGLang {want}",
+                              problems, warnings)
     return problems, warnings
+
+
+def _version_mismatch(what: str, version: str, want: str, accept: bool, flag: str, fix: str,
+                      problems: list[str], warnings: list[str]) -> None:
+    """Another SGLang than the catalog's: an error naming both, or with ``flag`` a warning."""
+    msg = (f"{what} has SGLang {version}, but the topology was validated against the catalog "
+           f"of SGLang {want}")
+    if accept:
+        warnings.append(f"{msg}: deploying anyway ({flag})")
+    else:
+        problems.append(f"{msg} (hint: set deployment.sglang_version: \"{version}\" if sgl-gen "
+                        f"has its catalog, {fix}, or pass {flag})")
 
 
 def preflight(target: Target, remotes: dict[str, Remote], ch: Changes,
@@ -370,14 +377,9 @@ def host_problems(target: Target, remotes: dict[str, Remote], accept_version: bo
         sg = c.get("sglang") or {}
         version = sg.get("version")
         if version and want and version != want:
-            msg = (f"{name}: {sg.get('python') or target.python} has SGLang {version}, but the "
-                   f"topology was validated against the catalog of SGLang {want}")
-            if accept_version:
-                warnings.append(f"{msg}: deploying anyway (--accept-sglang-version)")
-            else:
-                problems.append(f"{msg} (hint: set deployment.sglang_version: \"{version}\" if "
-                                f"sgl-gen has its catalog, install sglang=={want} there, or "
-                                f"pass --accept-sglang-version)")
+            _version_mismatch(f"{name}: {sg.get('python') or target.python}", version, want,
+                              accept_version, "--accept-sglang-version",
+                              f"install sglang=={want} there", problems, warnings)
         elif sg and not version and "No module named" not in str(sg.get("error")):
             problems.append(f"{name}: could not read the SGLang version of "
                             f"{sg.get('python') or target.python}: {sg.get('error')}")
