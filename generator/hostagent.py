@@ -573,7 +573,40 @@ def parse_apps(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def gpu_facts() -> dict[str, Any]:
+def _proc_parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+        return int(text.rsplit(")", 1)[1].split()[1])  # after the (comm): state, ppid
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _proc_text(pid: int, name: str) -> str:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read(65536).replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def owned_by(pid: int, own_pids: set[int], mark: str) -> bool:
+    """Whether process ``pid`` belongs to one of this deployment's units: it or an ancestor is
+    a unit's main process (bash launcher, systemd MainPID), its cgroup is a unit's
+    (``sgl-<deployment>-*.service``), or an ancestor's command line names one of its containers
+    (podman's conmon, docker's shim: ``sgl-<deployment>-<unit>``)."""
+    if mark in _proc_text(pid, "cgroup"):
+        return True
+    seen = 0
+    p: int | None = pid
+    while p and p > 1 and seen < 64:
+        if p in own_pids or mark in _proc_text(p, "cmdline"):
+            return True
+        p, seen = _proc_parent(p), seen + 1
+    return False
+
+
+def gpu_facts(own_pids: set[int] | None = None, mark: str = "") -> dict[str, Any]:
     rc, so, se = _ctr(["nvidia-smi", *GPU_QUERY], 60)
     if rc != 0:
         return {"error": _last_line(se or so) or f"exit {rc}", "missing": rc == 127}
@@ -583,6 +616,7 @@ def gpu_facts() -> dict[str, Any]:
     by_uuid = {g["uuid"]: g["index"] for g in gpus}
     for a in apps:
         a["gpu"] = by_uuid.get(a["gpu_uuid"])
+        a["ours"] = bool(mark) and owned_by(a["pid"], own_pids or set(), mark)
     return {"gpus": gpus, "apps": apps,
             **({} if rc == 0 else {"apps_error": _last_line(se or so) or f"exit {rc}"})}
 
@@ -615,7 +649,8 @@ def _online(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 def model_facts(paths: list[str], env: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     hub = [p for p in paths if not os.path.isabs(p)]
-    offline = any(({**os.environ, **env}.get(v) or "").strip() in ("1", "true", "True", "ON")
+    offline = any(({**os.environ, **env}.get(v) or "").strip().lower() in ("1", "true", "yes",
+                                                                            "on")
                   for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
     online = (not offline and _online()) if hub else None
     cache = _hub_cache(env)
@@ -638,8 +673,9 @@ def _names(path: str) -> list[str] | None:
         return None
 
 
-def host_checks(A: dict[str, Any]) -> dict[str, Any]:
-    """What the engines of this host need, as found (``A["needs"]``: spec.HostSpec.needs)."""
+def host_checks(A: dict[str, Any], own_pids: set[int]) -> dict[str, Any]:
+    """What the engines of this host need, as found (``A["needs"]``: spec.HostSpec.needs);
+    ``own_pids``: the main processes of this deployment's running units."""
     needs = A["needs"]
     out: dict[str, Any] = {"sglang": None}
     if A.get("sglang"):
@@ -648,7 +684,8 @@ def host_checks(A: dict[str, Any]) -> dict[str, Any]:
         out["sglang"] = {"version": version, "python": sys.executable,
                          **({} if version else {"error": _last_line(se or so) or f"exit {rc}"})}
     out["models"] = model_facts(list(needs.get("models") or ()), dict(needs.get("env") or {}))
-    out["gpu"] = gpu_facts() if needs.get("gpus") else None
+    mark = f"sgl-{A.get('deployment') or ''}-" if A.get("deployment") else ""
+    out["gpu"] = gpu_facts(own_pids, mark) if needs.get("gpus") else None
     out["net"] = _names("/sys/class/net")
     out["ib"] = _names("/sys/class/infiniband") if needs.get("ib") else None
     return out
@@ -738,7 +775,10 @@ def probe(A: dict[str, Any]) -> dict[str, Any]:
     if A.get("container"):
         out["container"] = container_probe(A["container"])
     if A.get("needs") is not None:
-        out["checks"] = host_checks(A)
+        states = [*out["units"].values(), *out["other_units"].values()]
+        own_pids = {int(st["pid"]) for st in states if isinstance(st, dict)
+                    and st.get("state") == "running" and st.get("pid")}
+        out["checks"] = host_checks(A, own_pids)
     return out
 
 

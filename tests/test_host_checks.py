@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from generator.deploy.decide import _ib_names, _ifname_problem
-from generator.hostagent import APPS_QUERY, GPU_QUERY, parse_apps, parse_gpus
+from generator.deploy.decide import _gpu_problems, _ib_names, _ifname_problem
+from generator.deploy.spec import _host_model_paths
+from generator.hostagent import APPS_QUERY, GPU_QUERY, owned_by, parse_apps, parse_gpus
 from tests.helpers import EXAMPLES, REPO, run_cli
 from tests.sshhosts import NETNS_ETC, SshHosts, available
 from tests.tools import missing
@@ -77,9 +78,63 @@ def test_nccl_interface_syntax():
     assert _ifname_problem("NCCL_SOCKET_IFNAME", "^docker,lo", have) is None  # exclusions
     assert _ifname_problem("NCCL_SOCKET_IFNAME", "bond,ib", have) is None
     assert "it has: lo, eth0, ib0" in _ifname_problem("GLOO_SOCKET_IFNAME", "enp", have)
+    # Gloo takes exact names only: no prefixes, no = or ^
+    assert _ifname_problem("GLOO_SOCKET_IFNAME", "eth0", have) is None
+    assert "exact interface names" in _ifname_problem("GLOO_SOCKET_IFNAME", "eth", have)
+    assert _ifname_problem("GLOO_SOCKET_IFNAME", "=eth0", have) is not None
     assert _ib_names("mlx5_0") == ["mlx5_0"]
     assert _ib_names("mlx5_0, mlx5_1") == ["mlx5_0", "mlx5_1"]
     assert _ib_names('{"0": "mlx5_0", "1": "mlx5_1,mlx5_2"}') == ["mlx5_0", "mlx5_1", "mlx5_2"]
+    assert _ib_names('{"0": "mlx5_0, mlx5_1"}') == ["mlx5_0", "mlx5_1"]
+    assert _ib_names("[1]") == ["[1]"] and _ib_names("{bad") == []
+
+
+def test_a_gpu_is_busy_only_with_a_process_that_is_not_this_deployments():
+    needs = {"gpus": [0, 1, 2, 3], "unit_gpus": {"engine-m-regular-0": [0, 1],
+                                                  "engine-m-regular-1": [2, 3]}}
+    gpus = [{"index": i} for i in range(4)]
+    # one TP4 engine becomes two TP2 engines: the old engine's processes are ours
+    ours = [{"pid": 100 + i, "name": "sglang", "used": 1, "gpu": i, "ours": True}
+            for i in range(4)]
+    assert _gpu_problems("h", {"gpus": gpus, "apps": ours}, needs) == []
+    stranger = [{"pid": 4242, "name": "python3", "used": 70000, "gpu": 2, "ours": False}]
+    assert _gpu_problems("h", {"gpus": gpus, "apps": stranger}, needs) == [
+        "h: GPU 2 is in use by pid 4242 (python3, 70000 MiB), not by this deployment; "
+        "engine-m-regular-1 would start on it (hint: stop that process, or move the engine "
+        "with cluster.hosts[].gpus)"]
+    failed = _gpu_problems("h", {"gpus": gpus, "apps": [], "apps_error": "exit 9"}, needs)
+    assert failed == ["h: nvidia-smi --query-compute-apps failed (exit 9): cannot tell whether "
+                      "the plan's GPUs are free"]
+
+
+def test_a_process_is_ours_by_its_units_pid_or_a_container_ancestor():
+    import subprocess
+
+    # bash's $0 stands for a container runtime's process naming the container
+    p = subprocess.Popen(["bash", "-c", "sleep 30; :", "conmon -n sgl-dep-engine-x"])
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        child = None
+        while child is None and time.monotonic() < deadline:
+            kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+            child = int(kids[0]) if kids else None
+            time.sleep(0.02)
+        assert child is not None
+        assert owned_by(child, set(), "sgl-dep-")
+        assert owned_by(child, {p.pid}, "sgl-other-")
+        assert not owned_by(child, set(), "sgl-other-")
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_container_hosts_check_the_models_where_the_mounts_take_them_from():
+    c = {"mounts": ["/data/models:/models:ro", "/fast/special:/models/special"]}
+    assert _host_model_paths(["/models/Qwen3-8B", "/models/special/a", "/opt/in-image",
+                              "Qwen/Qwen3-8B"], c) == ["/data/models/Qwen3-8B", "/fast/special/a"]
+    assert _host_model_paths(["/models/a"], None) == ["/models/a"]
 
 
 # -- on the real SSH hosts --------------------------------------------------------------------

@@ -89,7 +89,7 @@ def test_tp_must_divide_the_attention_heads(tmp_path):
     e = only_error(bad)
     assert ":9:" in e and "sglang[0].server_groups[0].num_gpus_per_engine: tensor " \
         "parallelism 8 does not divide the model's 28 attention heads (Qwen2ForCausalLM, " in e
-    assert "(hint: SGLang shards heads evenly over TP ranks: use a TP of 4, 7, 14, 28)" in e
+    assert "(hint: SGLang shards heads evenly over TP ranks: use a TP of 1, 2, 4, 28)" in e
 
 
 def test_kv_heads_and_tp_must_divide_one_another(tmp_path):
@@ -315,3 +315,69 @@ def test_pipeline_parallelism_with_attention_dp_is_refused(tmp_path):
                                                      "enable_dp_attention: true"), name="o.yaml")
     assert "SGLang does not combine them" in only_error(old_style)
     assert plan_of(topo(tmp_path, "", group(4, overrides="pp_size: 2"), name="pp.yaml"))
+
+
+# -- what the red-team pass found -------------------------------------------------------------
+
+
+def _write_cfg(tmp_path: Path, cfg: object, name: str = "cfg") -> Path:
+    d = tmp_path / name
+    d.mkdir(exist_ok=True)
+    (d / "config.json").write_text(cfg if isinstance(cfg, str) else json.dumps(cfg))
+    return d
+
+
+@pytest.mark.parametrize("text", [
+    '{"max_position_embeddings": 4096, "rope_scaling": {"factor": Infinity}}',
+    '{"max_position_embeddings": 4096, "rope_scaling": {"factor": NaN}}',
+    '{"max_position_embeddings": 4096, "rope_scaling": {"factor": -2}}',
+    '{"num_attention_heads": 1000000000001}',
+    '{"num_attention_heads": 32, "num_hidden_layers": 100000000000, "hidden_size": 4096, '
+    '"vocab_size": 1000, "num_experts": 8}',
+    "[" * 100000 + "]" * 100000,
+    '"just a string"',
+    '{"num_attention_heads": "32", "num_key_value_heads": true, "architectures": [1]}',
+])
+def test_odd_configs_never_crash_or_hang(tmp_path, text):
+    d = _write_cfg(tmp_path, text)
+    t = topo(tmp_path, "", group(1), cluster=", gpu: h100-80gb",
+             defaults="defaults: {context_length: 100000}")
+    try:
+        plan_of(t, model_configs=(f"m={d}",))
+    except Exception as exc:  # a positioned TopologyError is fine; nothing else
+        from generator.errors import TopologyError
+
+        assert isinstance(exc, TopologyError), repr(exc)
+
+
+def test_a_model_config_that_is_not_a_regular_file_is_refused(tmp_path):
+    t = topo(tmp_path, "", group(1))
+    e = only_error(t, model_configs=("m=/dev/zero",))
+    assert "cannot read the model's config.json at /dev/zero: not a regular file" in e
+
+
+def test_the_longer_context_flag_must_be_true(tmp_path):
+    t = topo(tmp_path, "qwen3-8b", group(1), defaults="defaults: {context_length: 65536}",
+             extra="runtime: {env: {SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN: 'false'}}")
+    assert "is longer than the model's 40960" in only_error(t)
+
+
+def test_encoder_groups_skip_the_language_model_checks(tmp_path):
+    # a 72B VLM's encoder engine on one GPU holds the vision tower, not the 72B weights
+    cfg = json.loads((CONFIGS / "qwen2.5-vl-7b" / "config.json").read_text())
+    cfg.update(hidden_size=8192, num_hidden_layers=80, num_attention_heads=64,
+               num_key_value_heads=8, intermediate_size=29568)
+    d = _write_cfg(tmp_path, cfg, "vl72")
+    groups = "\n".join([group(1, wt="encoder"), group(8, wt="regular")])
+    t = topo(tmp_path, "", groups, cluster=", gpu: h100-80gb")
+    assert plan_of(t, model_configs=(f"m={d}",))
+
+
+def test_attention_context_parallelism_divides_the_tp_too(tmp_path):
+    d = _write_cfg(tmp_path, {"architectures": ["X"], "num_attention_heads": 12,
+                              "num_key_value_heads": 4, "num_hidden_layers": 8})
+    t = topo(tmp_path, "", group(8, overrides="attn_cp_size: 2"))
+    assert plan_of(t, model_configs=(f"m={d}",))
+    bad = topo(tmp_path, "", group(8), name="bad.yaml")
+    assert "tensor parallelism 8 does not divide the model's 12 attention heads" in only_error(
+        bad, model_configs=(f"m={d}",))

@@ -25,6 +25,7 @@ parallelism.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 from typing import Any
@@ -76,10 +77,14 @@ class ModelFacts:
         return self.kv_heads is None
 
 
+#: above this a config value is not a model's shape (and would make the estimates loop)
+_MAX_DIM = 10**8
+
+
 def _int(cfg: dict[str, Any], *keys: str) -> int | None:
     for k in keys:
         v = cfg.get(k)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+        if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= _MAX_DIM:
             return v
     return None
 
@@ -90,7 +95,9 @@ def context_length(cfg: dict[str, Any]) -> int | None:
     factor: float = 1
     if isinstance(rope, dict):
         f = rope.get("factor", 1)
-        factor = f if isinstance(f, (int, float)) and not isinstance(f, bool) else 1
+        ok = isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) \
+            and 0 < f <= 1024
+        factor = f if ok else 1
         if "original_max_position_embeddings" in rope or rope.get("rope_type") == "llama3":
             factor = 1
     for key in CONTEXT_KEYS:
@@ -125,7 +132,8 @@ def _param_estimate(cfg: dict[str, Any], heads: int | None, kv: int | None,
         shared = _int(cfg, "n_shared_experts") or 0
         dense_layers = _int(cfg, "first_k_dense_replace") or 0
         step = _int(cfg, "decoder_sparse_step") or 1
-        moe_layers = len([i for i in range(dense_layers, layers) if (i + 1) % step == 0])
+        # layers i in [dense_layers, layers) with (i + 1) % step == 0
+        moe_layers = max(0, layers // step - min(dense_layers, layers) // step)
         moe = 3 * hidden * moe_inter * (experts + shared) + hidden * experts
         mlp_total = moe * moe_layers + dense_mlp * (layers - moe_layers)
     return embed + attn * layers + mlp_total
@@ -176,26 +184,45 @@ def _read(topo: Topology, m: ModelSpec) -> tuple[ModelFacts | None, list[Diagnos
     if m.model_config:
         where = f"{m.path}.model_config"
         file = _config_file(m.model_config)
-        try:
-            with open(file, encoding="utf-8") as f:
-                cfg = json.load(f)
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        cfg, reason = _load_config(file)
+        if reason is not None:
             return None, [topo.diag(where, f"cannot read the model's config.json at {file}: "
                                            f"{reason}", "point model_config at the directory "
                                            "holding the model's config.json (or at the file)")]
-        if not isinstance(cfg, dict):
-            return None, [topo.diag(where, f"{file} is not a JSON object")]
         return facts_of(cfg, file), []
     file = os.path.join(m.model_path, "config.json")
-    if not os.path.isabs(m.model_path) or not os.path.isfile(file):
+    if not os.path.isabs(m.model_path):
         return None, []
+    cfg, reason = _load_config(file)
+    # no config there, or not one: the hosts' copy is what counts (sgl-gen check)
+    return (None, []) if reason is not None else (facts_of(cfg, file), [])
+
+
+#: a model's config.json is a few KiB; a larger file is not one
+_MAX_CONFIG = 16 << 20
+
+
+def _load_config(file: str) -> tuple[dict[str, Any], str | None]:
+    """config.json as a JSON object, or the reason it is not one (never raises, never blocks
+    on a FIFO or a device)."""
+    try:
+        st = os.stat(file)
+    except OSError as exc:
+        return {}, exc.strerror or str(exc)
+    if not os.path.isfile(file):
+        return {}, "not a regular file"
+    if st.st_size > _MAX_CONFIG:
+        return {}, f"{st.st_size:,} bytes: too large for a model config"
     try:
         with open(file, encoding="utf-8") as f:
             cfg = json.load(f)
-    except (OSError, ValueError):
-        return None, []  # a local file that is not a config: SGLang's problem on the host
-    return (facts_of(cfg, file), []) if isinstance(cfg, dict) else (None, [])
+    except OSError as exc:
+        return {}, exc.strerror or str(exc)
+    except (ValueError, RecursionError) as exc:
+        return {}, f"not JSON ({str(exc)[:200] or type(exc).__name__})"
+    if not isinstance(cfg, dict):
+        return {}, "not a JSON object"
+    return cfg, None
 
 
 def _where(topo: Topology, g: GroupSpec, key: str, fallback: str) -> str:
@@ -206,6 +233,10 @@ def _where(topo: Topology, g: GroupSpec, key: str, fallback: str) -> str:
         if parse_display_path(p) in values:
             return p
     return fallback
+
+
+def _positive(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def _gib(n: float) -> str:
@@ -219,19 +250,35 @@ def group_problems(topo: Topology, m: ModelSpec, g: GroupSpec, facts: ModelFacts
     args = dict(g.server_args)
     src = f"{facts.architecture}, {facts.source}"
     width = f"{g.path}.num_gpus_per_engine"
-    attn_dp = args.get("attn_dp_size") or (args.get("dp_size") if args.get("enable_dp_attention")
-                                           else 1) or 1
-    attn_tp = g.tp_size // attn_dp if isinstance(attn_dp, int) and attn_dp > 0 else g.tp_size
+    if g.worker_type == "encoder":
+        # an --encoder-only engine loads the vision/audio tower, not the language model
+        if not facts.multimodal:
+            errors.append(topo.diag(f"{g.path}.worker_type",
+                                    f"encoder groups need a multimodal model, and {src} has no "
+                                    "vision or audio encoder",
+                                    "encoder disaggregation serves a VLM's vision tower; serve "
+                                    "this model without encoder groups"))
+        return errors, warnings
+    attn_dp = _positive(args.get("attn_dp_size")) or (
+        _positive(args.get("dp_size")) if args.get("enable_dp_attention") else None) or 1
+    attn_cp = _positive(args.get("attn_cp_size")) or 1
+    attn_tp = max(1, g.tp_size // (attn_dp * attn_cp))
+    parts = [f"attention DP {attn_dp}"] * (attn_dp > 1) + [f"attention CP {attn_cp}"] * (
+        attn_cp > 1)
     tp_what = f"tensor parallelism {attn_tp}" + (
-        f" (tp_size {g.tp_size} / attention DP {attn_dp})" if attn_tp != g.tp_size else "")
-    if facts.heads and attn_tp > 0 and facts.heads % attn_tp:
-        fits = [d for d in range(1, facts.heads + 1) if facts.heads % d == 0 and d <= 64]
+        f" (tp_size {g.tp_size} / {' / '.join(parts)})" if parts else "")
+    kv = facts.kv_heads
+
+    def kv_fits(t: int) -> bool:
+        return not kv or (kv % t == 0 if kv >= t else t % kv == 0)
+
+    if facts.heads and facts.heads % attn_tp:
+        fits = [d for d in range(1, 65) if facts.heads % d == 0 and kv_fits(d)]
         errors.append(topo.diag(width, f"{tp_what} does not divide the model's "
                                        f"{facts.heads} attention heads ({src})",
                                 f"SGLang shards heads evenly over TP ranks: use a TP of "
                                 f"{', '.join(map(str, fits[-4:]))}"))
-    kv = facts.kv_heads
-    if kv and attn_tp > 0 and (kv % attn_tp if kv >= attn_tp else attn_tp % kv):
+    if kv and not kv_fits(attn_tp):
         errors.append(topo.diag(width, f"{tp_what} and the model's {kv} KV heads do not "
                                        f"divide one another ({src})",
                                 "SGLang splits KV heads over TP ranks, or replicates them when "
@@ -250,15 +297,10 @@ def group_problems(topo: Topology, m: ModelSpec, g: GroupSpec, facts: ModelFacts
             errors.append(topo.diag(_where(topo, g, "ep_size", width),
                                     f"ep_size {ep} does not divide the model's {facts.experts} "
                                     f"routed experts ({src})"))
-    if g.worker_type == "encoder" and not facts.multimodal:
-        errors.append(topo.diag(f"{g.path}.worker_type",
-                                f"encoder groups need a multimodal model, and {src} has no "
-                                "vision or audio encoder",
-                                "encoder disaggregation serves a VLM's vision tower; serve this "
-                                "model without encoder groups"))
     ctx_len = args.get("context_length")
     if isinstance(ctx_len, int) and facts.context and ctx_len > facts.context:
-        allowed = "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN" in dict(topo.runtime.env)
+        flag = str(dict(topo.runtime.env).get("SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN", ""))
+        allowed = flag.strip().lower() in ("1", "true", "yes", "on")  # SGLang's get_bool_env_var
         d = (warnings if allowed else errors)
         d.append(topo.diag(_where(topo, g, "context_length", width),
                            f"context_length {ctx_len} is longer than the model's "
@@ -335,9 +377,9 @@ def rule_problems(topo: Topology, g: GroupSpec, facts: ModelFacts | None
                                              "model: only a model that bundles its MTP layers "
                                              "serves as its own (no model config here to tell)",
                                       hint))
-    attn_dp = args.get("attn_dp_size") or (args.get("dp_size") if args.get("enable_dp_attention")
-                                           else 1) or 1
-    if g.pp_size > 1 and isinstance(attn_dp, int) and attn_dp > 1:
+    attn_dp = _positive(args.get("attn_dp_size")) or (
+        _positive(args.get("dp_size")) if args.get("enable_dp_attention") else None) or 1
+    if g.pp_size > 1 and attn_dp > 1:
         key = "attn_dp_size" if "attn_dp_size" in args else "enable_dp_attention"
         errors.append(topo.diag(_where(topo, g, key, g.path),
                                 f"pipeline parallelism (pp_size {g.pp_size}) with attention data "

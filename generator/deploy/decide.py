@@ -335,17 +335,23 @@ def _secrets_problems(name: str, spec: HostSpec, sec: Any, path: str | None) -> 
 
 
 def _ifname_problem(var: str, value: str, have: list[str]) -> str | None:
-    """NCCL's syntax: a comma-separated list of prefixes, ``=`` for exact names, ``^`` to
-    exclude (nothing to check then)."""
-    if not value or value.startswith("^"):
-        return None
-    exact = value.startswith("=")
-    want = [w.strip() for w in value.lstrip("=").split(",") if w.strip()]
-    found = [w for w in want if any(n == w if exact else n.startswith(w) for n in have)]
+    """NCCL_SOCKET_IFNAME's syntax: a comma-separated list of prefixes, ``=`` for exact names,
+    ``^`` to exclude (nothing to check then); GLOO_SOCKET_IFNAME: exact names only."""
+    if var.startswith("NCCL_"):
+        if not value or value.startswith("^"):
+            return None
+        exact = value.startswith("=")
+        want = [w.strip() for w in value.lstrip("=").split(",") if w.strip()]
+        found = [w for w in want if any(n == w if exact else n.startswith(w) for n in have)]
+        who = "NCCL would hang until its timeout"
+    else:
+        want = [w.strip() for w in value.split(",") if w.strip()]
+        found = want if want and all(w in have for w in want) else []
+        who = "Gloo takes exact interface names; its start-up would fail"
     if found:
         return None
     return (f"{var}={value} names no network interface here (it has: "
-            f"{', '.join(have) or 'none'}); NCCL would hang until its timeout")
+            f"{', '.join(have) or 'none'}); {who}")
 
 
 def _ib_names(value: str) -> list[str]:
@@ -356,7 +362,9 @@ def _ib_names(value: str) -> list[str]:
             doc = json.loads(text)
         except ValueError:
             return []
-        return sorted({n for v in doc.values() for n in str(v).split(",") if n.strip()})
+        if not isinstance(doc, dict):
+            return []
+        return sorted({n.strip() for v in doc.values() for n in str(v).split(",") if n.strip()})
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
@@ -388,12 +396,12 @@ def host_problems(target: Target, remotes: dict[str, Remote], accept_version: bo
                 if not m.get("exists"):
                     problems.append(f"{name}: model_path {path} does not exist (hint: copy the "
                                     f"model there, or mount it)")
-                elif not m.get("config"):
-                    problems.append(f"{name}: model_path {path} has no config.json: not a "
-                                    f"model directory")
                 elif not m.get("readable"):
                     problems.append(f"{name}: model_path {path} is not readable by "
                                     f"{r.host.spec.user or 'the SSH user'}")
+                elif not m.get("config"):
+                    problems.append(f"{name}: model_path {path} has no config.json: not a "
+                                    f"model directory")
             elif not m.get("cached") and (m.get("online") is False or m.get("offline_env")):
                 why = "HF_HUB_OFFLINE is set" if m.get("offline_env") else \
                     "huggingface.co does not resolve"
@@ -402,11 +410,13 @@ def host_problems(target: Target, remotes: dict[str, Remote], accept_version: bo
                                 f"cannot download it")
         g = c.get("gpu")
         if isinstance(g, dict):
+            listed = r.probe.get("gpus")
             if g.get("error"):
-                if r.probe.get("gpus") is None:  # else preflight reports `nvidia-smi -L`
-                    problems.append(f"{name}: nvidia-smi failed: {g['error']}")
+                # unless preflight reports `nvidia-smi -L` failing already
+                if not (isinstance(listed, dict) and listed.get("rc")):
+                    problems.append(f"{name}: nvidia-smi --query-gpu failed: {g['error']}")
             else:
-                problems += _gpu_problems(name, g, needs, r.units)
+                problems += _gpu_problems(name, g, needs)
         have = c.get("net")
         if isinstance(have, list):
             for var, value in sorted((needs.get("env") or {}).items()):
@@ -423,21 +433,21 @@ def host_problems(target: Target, remotes: dict[str, Remote], accept_version: bo
     return problems, warnings
 
 
-def _gpu_problems(name: str, g: dict[str, Any], needs: dict[str, Any],
-                  units: dict[str, dict[str, Any]]) -> list[str]:
+def _gpu_problems(name: str, g: dict[str, Any], needs: dict[str, Any]) -> list[str]:
     out: list[str] = []
+    if g.get("apps_error"):
+        out.append(f"{name}: nvidia-smi --query-compute-apps failed ({g['apps_error']}): "
+                   f"cannot tell whether the plan's GPUs are free")
     ids = {int(x["index"]) for x in g.get("gpus") or ()}
     missing = [i for i in needs.get("gpus") or () if i not in ids]
     if missing:
         out.append(f"{name}: the plan puts engines on GPU(s) {', '.join(map(str, missing))} but "
                    f"nvidia-smi lists {', '.join(map(str, sorted(ids))) or 'none'}")
-    # a GPU one of this deployment's running engines has is in use by it (SGLang's scheduler
-    # processes): only the GPUs of engines not running now must be free
-    running = {u for u, st in units.items() if st.get("state") == "running"}
-    ours = {i for u, gs in (needs.get("unit_gpus") or {}).items() if u in running for i in gs}
+    # a process of this deployment's (any of its running units, by the names of now or of an
+    # earlier deploy: hostagent.owned_by) is one this deploy stops or keeps, not a stranger
     for a in g.get("apps") or ():
         i = a.get("gpu")
-        if i in (needs.get("gpus") or ()) and i not in ours:
+        if i in (needs.get("gpus") or ()) and not a.get("ours"):
             users = [u for u, gs in (needs.get("unit_gpus") or {}).items() if i in gs]
             out.append(f"{name}: GPU {i} is in use by pid {a['pid']} ({a.get('name')}, "
                        f"{a.get('used')} MiB), not by this deployment; "

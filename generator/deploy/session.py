@@ -102,6 +102,7 @@ class Session:
             if checks and engines:
                 args["needs"] = h.spec.needs
                 args["sglang"] = h.spec.container is None
+                args["deployment"] = self.target.name
             c = h.spec.container
             if c is not None:
                 args["container"] = {"kind": c["kind"], "image": c["image"],

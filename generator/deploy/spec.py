@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 from collections.abc import Callable
@@ -140,6 +141,27 @@ _NEED_VARS = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "HF_HOME", "HF_HUB_CAC
 _EXPORT = re.compile(rf"^export ({'|'.join(_NEED_VARS)})=(.*)$", re.M)
 
 
+def _host_model_paths(paths: list[str], container: Any) -> list[str]:
+    """Where the host keeps the engines' models: on a container host, each path mapped back
+    through the mounts (``SRC:DST``) that cover it; a path no mount covers lives in the image,
+    and a hub id in the container's cache, which the host cannot see: neither is checked."""
+    if not isinstance(container, dict):
+        return paths
+    out = []
+    for p in paths:
+        best: tuple[str, str] | None = None
+        for m in container.get("mounts") or ():
+            src, _, rest = str(m).partition(":")
+            dst = rest.split(":", 1)[0]
+            if dst and (p == dst or p.startswith(dst.rstrip("/") + "/")) and (
+                    best is None or len(dst) > len(best[1])):
+                best = (src, dst)
+        if best is not None and os.path.isabs(p):
+            out.append(best[0].rstrip("/") + p[len(best[1].rstrip("/")):] if p != best[1]
+                       else best[0])
+    return sorted(out)
+
+
 def _env_needs(files: dict[str, tuple[bytes, int]], units: list[UnitSpec]) -> dict[str, str]:
     """The variables of ``_NEED_VARS`` the host's engine scripts export (rendered values)."""
     out: dict[str, str] = {}
@@ -249,7 +271,8 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
         ctr = n.get("container")
         need = needs[n["index"]]
         host_needs = {"gpus": sorted(int(g) for g in need["gpus"]),
-                      "models": sorted(need["models"]), "ib": sorted(need["ib"]),
+                      "models": _host_model_paths(sorted(need["models"]), ctr),
+                      "ib": sorted(need["ib"]),
                       "env": _env_needs(hfiles, per[n["index"]]),
                       "unit_gpus": {k: sorted(v) for k, v in need["unit_gpus"].items()}}
         hosts.append(HostSpec(n["index"], n["host"], n["address"], n.get("user"),
