@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -79,3 +81,15 @@ def sbatch_steps(text: str) -> list[tuple[str, str]]:
     """(unit, bash function) of every unit the sbatch's job starts, in start order."""
     units = sbatch_job(text)["units"]
     return [(u["unit"], u["func"]) for u in sorted(units, key=lambda u: u["phase"])]
+
+
+def run_all(commands: list[list[str]], **kw: Any) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``commands`` (each a subprocess.run argv, output captured as text) as many at a
+    time as the machine has cores; results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, capture_output=True, text=True, **kw)
+
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        return list(pool.map(one, commands))

@@ -21,7 +21,7 @@ from generator.devtools import golden
 from generator.targets.common import units_by_node
 from generator.targets.render import render
 from generator.write import write_tree
-from tests.helpers import EXAMPLES, REPO, plan_of, run_cli, write_topo
+from tests.helpers import EXAMPLES, REPO, plan_of, run_all, run_cli, write_topo
 from tests.tools import need_python, need_tool
 
 ALL_EXAMPLES = sorted(EXAMPLES.glob("*.yaml"))
@@ -48,10 +48,9 @@ def test_render_is_byte_identical_across_processes_and_hash_seeds(tmp_path):
     for seed in ("0", "12345"):
         out = tmp_path / f"seed{seed}"
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        for ex in ALL_EXAMPLES:
-            r = subprocess.run([sys.executable, "-m", "generator.cli", "render", str(ex),
-                                "-o", str(out), "-q", "--rehearse"],
-                               env=env, cwd=REPO, capture_output=True, text=True)
+        for r in run_all([[sys.executable, "-m", "generator.cli", "render", str(ex), "-o",
+                           str(out), "-q", "--rehearse"] for ex in ALL_EXAMPLES],
+                         env=env, cwd=REPO):
             assert r.returncode == 0, r.stderr
         trees.append(_tree(out))
     assert trees[0] == trees[1]
@@ -129,9 +128,10 @@ def test_every_script_passes_shellcheck(tmp_path, rehearse):
         out = _render_to(ex, tmp_path / ex.stem, rehearse=rehearse)
         scripts += [str(p) for p in sorted(out.rglob("*.sh"))]
     assert len(scripts) >= 40
-    r = subprocess.run([shellcheck, "--severity=style", "--shell=bash", *scripts],
-                       capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
+    n = max(1, os.cpu_count() or 1)  # one shellcheck per core, each over its share
+    for r in run_all([[shellcheck, "--severity=style", "--shell=bash", *scripts[i::n]]
+                      for i in range(n)]):
+        assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
 
 
 def _systemd_root(tmp_path: Path) -> Path:
@@ -421,17 +421,17 @@ def test_secrets_in_the_environment_never_reach_any_rendered_file(tmp_path, monk
     for k, v in secrets.items():
         monkeypatch.setenv(k, v)
     files = 0
-    for ex in ALL_EXAMPLES:
-        for rehearse in (False, True):
-            out = tmp_path / f"{ex.stem}-{rehearse}"
-            r = subprocess.run([sys.executable, "-m", "generator.cli", "render", str(ex), "-o",
-                                str(out), "-q"] + (["--rehearse"] if rehearse else []),
-                               cwd=REPO, capture_output=True, text=True)
-            assert r.returncode == 0, r.stderr
-            for p in out.rglob("*"):
-                if p.is_file():
-                    data = p.read_bytes()
-                    files += 1
-                    for v in secrets.values():
-                        assert v.encode() not in data, (p, v)
+    runs = [(ex, rehearse, tmp_path / f"{ex.stem}-{rehearse}") for ex in ALL_EXAMPLES
+            for rehearse in (False, True)]
+    done = run_all([[sys.executable, "-m", "generator.cli", "render", str(ex), "-o", str(out),
+                     "-q"] + (["--rehearse"] if rehearse else []) for ex, rehearse, out in runs],
+                   cwd=REPO)
+    for (_ex, _rehearse, out), r in zip(runs, done, strict=True):
+        assert r.returncode == 0, r.stderr
+        for p in out.rglob("*"):
+            if p.is_file():
+                data = p.read_bytes()
+                files += 1
+                for v in secrets.values():
+                    assert v.encode() not in data, (p, v)
     assert files > 400
