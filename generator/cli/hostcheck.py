@@ -18,7 +18,7 @@ from generator.cli.deploy import (
     ssh_options,
     ssh_settings,
 )
-from generator.errors import EXIT_DEPLOY
+from generator.errors import EXIT_DEPLOY, SglGenError
 
 
 def register(main: click.Group) -> None:
@@ -39,9 +39,15 @@ def register(main: click.Group) -> None:
 
         target = deploy_target(source, kw)
         opts, only = ssh_settings(kw)
-        result = d.check(target, opts, echo=echo_err, only=only,
-                         accept_sglang_version=accept_sglang_version,
-                         accept_image_version=accept_image_version)
+        try:
+            result = d.check(target, opts, echo=echo_err, only=only,
+                             accept_sglang_version=accept_sglang_version,
+                             accept_image_version=accept_image_version)
+        except SglGenError as exc:  # one JSON document on stdout in every outcome
+            if output == "json":
+                click.echo(json.dumps({"deployment": target.name, "ok": False,
+                                       "error": exc.message}, indent=2, sort_keys=True))
+            raise
         if output == "json":
             click.echo(json.dumps({"deployment": target.name, **result.as_json()}, indent=2,
                                   sort_keys=True))
