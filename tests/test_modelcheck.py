@@ -381,3 +381,21 @@ def test_attention_context_parallelism_divides_the_tp_too(tmp_path):
     bad = topo(tmp_path, "", group(8), name="bad.yaml")
     assert "tensor parallelism 8 does not divide the model's 12 attention heads" in only_error(
         bad, model_configs=(f"m={d}",))
+
+
+def test_errors_point_at_the_spelling_and_the_width_the_file_uses(tmp_path):
+    t = write_topo(tmp_path, f"""
+        deployment: {{name: mc, hf_checkpoint: /models/m, num_gpus_per_engine: 8}}
+        defaults:
+          context-length: 65536
+        sglang:
+          - name: m
+            model_config: {CONFIGS / 'qwen2.5-7b'}
+            server_groups: [{{worker_type: regular, num_gpus: 8}}]
+        """)
+    errs = errors_of(t)
+    assert len(errs) == 2, errs
+    heads = next(e for e in errs if "attention heads" in e)
+    assert heads.startswith(f"{t}:1:") and "deployment.num_gpus_per_engine: tensor" in heads
+    ctx = next(e for e in errs if "context_length" in e)
+    assert ctx.startswith(f"{t}:3:") and "defaults.context-length: context_length 65536" in ctx

@@ -226,13 +226,34 @@ def _load_config(file: str) -> tuple[dict[str, Any], str | None]:
 
 
 def _where(topo: Topology, g: GroupSpec, key: str, fallback: str) -> str:
+    """The path of the key that sets server argument ``key`` for group ``g`` (its overrides,
+    else defaults), under whichever spelling the file uses (``context-length``, an alias);
+    ``fallback`` when neither sets it."""
+    from generator.compile.catalog import load_catalog
+    from generator.compile.loader import format_path, parse_display_path
+
     values = getattr(topo.smap, "values", {})
+    catalog = load_catalog(topo.sglang_version)
+    for base in (f"{g.path}.overrides", "defaults"):
+        prefix = parse_display_path(base)
+        for path in values:
+            if len(path) == len(prefix) + 1 and path[:len(prefix)] == prefix:
+                spec = catalog.get(str(path[-1]))
+                if spec is not None and spec.name == key:
+                    return format_path(path)
+    return fallback
+
+
+def _width_path(topo: Topology, m: ModelSpec, g: GroupSpec) -> str:
+    """Where the group's engine width is written: the group, its model, or the deployment."""
     from generator.compile.loader import parse_display_path
 
-    for p in (f"{g.path}.overrides.{key}", f"defaults.{key}"):
+    values = getattr(topo.smap, "values", {})
+    for p in (f"{g.path}.num_gpus_per_engine", f"{m.path}.num_gpus_per_engine",
+              "deployment.num_gpus_per_engine"):
         if parse_display_path(p) in values:
             return p
-    return fallback
+    return g.path
 
 
 def _positive(v: Any) -> int | None:
@@ -249,7 +270,7 @@ def group_problems(topo: Topology, m: ModelSpec, g: GroupSpec, facts: ModelFacts
     warnings: list[Diagnostic] = []
     args = dict(g.server_args)
     src = f"{facts.architecture}, {facts.source}"
-    width = f"{g.path}.num_gpus_per_engine"
+    width = _width_path(topo, m, g)
     if g.worker_type == "encoder":
         # an --encoder-only engine loads the vision/audio tower, not the language model
         if not facts.multimodal:
