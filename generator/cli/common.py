@@ -9,6 +9,7 @@ Imports nothing of generator.cli; the command modules import it.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +60,33 @@ def boundary(f: Callable[..., Any]) -> Callable[..., Any]:
             for line in exc.lines():
                 click.echo(line, err=True)
             sys.exit(exc.exit_code)
+    return wrapper
+
+
+#: click context meta key: the deployment a command works on, once known (for json_outcome)
+DEPLOYMENT_KEY = "sgl-gen.deployment"
+
+
+def note_deployment(name: str) -> None:
+    """Record the deployment the running command works on (its JSON failure names it)."""
+    click.get_current_context().meta[DEPLOYMENT_KEY] = name
+
+
+def json_outcome(f: Callable[..., Any]) -> Callable[..., Any]:
+    """For a command with ``--output json``: exactly one JSON document on stdout in every
+    outcome. A failure (``SglGenError``) prints ``{"deployment", "ok": false, "error",
+    "exit_code"}`` there (the error also goes to stderr, and the exit code is the error's),
+    unless the command printed its own document for it (``exc.json_shown``)."""
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except SglGenError as exc:
+            if kwargs.get("output") == "json" and not getattr(exc, "json_shown", False):
+                name = click.get_current_context().meta.get(DEPLOYMENT_KEY)
+                click.echo(json.dumps({"deployment": name, "ok": False, "error": exc.message,
+                                       "exit_code": exc.exit_code}, indent=2, sort_keys=True))
+            raise
     return wrapper
 
 

@@ -20,7 +20,15 @@ from typing import Any
 
 import click
 
-from generator.cli.common import boundary, choose_targets, common_options, settings, warn
+from generator.cli.common import (
+    boundary,
+    choose_targets,
+    common_options,
+    json_outcome,
+    note_deployment,
+    settings,
+    warn,
+)
 from generator.cli.local import down_local
 from generator.errors import EXIT_DEPLOY, SglGenError
 
@@ -75,6 +83,13 @@ def output_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def deploy_target(source: str, kw: dict[str, Any]) -> Any:
+    """FILE or OUT_DIR -> deploy.Target (its deployment noted for a JSON failure)."""
+    target = _deploy_target(source, kw)
+    note_deployment(target.name)
+    return target
+
+
+def _deploy_target(source: str, kw: dict[str, Any]) -> Any:
     """FILE or OUT_DIR -> deploy.Target; topology options only make sense with a FILE."""
     from generator.compile.pipeline import compile_plan
     from generator.deploy import target_from_dir, target_from_plan
@@ -356,6 +371,7 @@ def _slurm_deploy(source: str, kw: dict[str, Any], *, out_dir: str, no_wait: boo
     # before the render writes anything: the run directory's last job has ended
     dep = _slurm_deployment(source, kw, render_to=out_dir,
                             before_render=lambda d: sj.check_free(d, slurm))
+    note_deployment(dep.name)
     rec = None
     try:
         rec = sj.submit(dep, slurm, echo_err)
@@ -371,8 +387,9 @@ def _slurm_deploy(source: str, kw: dict[str, Any], *, out_dir: str, no_wait: boo
     except SglGenError as exc:
         if output == "json":
             click.echo(json.dumps({"deployment": dep.name, "job": rec.job if rec else None,
-                                   "ok": False, "error": exc.message}, indent=2,
-                                  sort_keys=True))
+                                   "ok": False, "error": exc.message,
+                                   "exit_code": exc.exit_code}, indent=2, sort_keys=True))
+            exc.json_shown = True  # type: ignore[attr-defined]
         raise
     if output == "json":
         click.echo(json.dumps(done.json(wait=True), indent=2, sort_keys=True))
@@ -389,6 +406,7 @@ def _slurm_status(source: str, kw: dict[str, Any], job: str | None, output: str)
     from generator.deploy import table
 
     dep = _slurm_deployment(source, kw)
+    note_deployment(dep.name)
     st = sj.status(dep, sj.Slurm(), job, echo_err)
     if output == "json":
         click.echo(st.json())
@@ -436,6 +454,7 @@ def register(main: click.Group) -> None:
     @click.option("--no-wait", is_flag=True,
                   help="With --target slurm: submit, print the job id and return.")
     @boundary
+    @json_outcome
     def deploy(source: str, dry_run: bool, timeout: float | None, adopt: bool, output: str,
                max_unavailable: Any, drain: float | None, allow_downtime: bool,
                slurm_out: str | None, no_wait: bool, pull: bool, accept_image_version: bool,
@@ -456,17 +475,11 @@ def register(main: click.Group) -> None:
         timeout = 600 if timeout is None else timeout
         target = deploy_target(source, kw)
         opts, only = ssh_settings(kw)
-        try:
-            result = d.deploy(target, opts, echo=echo_err, only=only, timeout=timeout,
-                              dry_run=dry_run, adopt=adopt, max_unavailable=max_unavailable,
-                              drain=drain, allow_downtime=allow_downtime, pull=pull,
-                              accept_image_version=accept_image_version,
-                              accept_sglang_version=accept_sglang_version)
-        except SglGenError as exc:
-            if output == "json":
-                click.echo(json.dumps({"deployment": target.name, "ok": False,
-                                       "error": exc.message}, indent=2, sort_keys=True))
-            raise
+        result = d.deploy(target, opts, echo=echo_err, only=only, timeout=timeout,
+                          dry_run=dry_run, adopt=adopt, max_unavailable=max_unavailable,
+                          drain=drain, allow_downtime=allow_downtime, pull=pull,
+                          accept_image_version=accept_image_version,
+                          accept_sglang_version=accept_sglang_version)
         if output == "json":
             click.echo(result.json())
             return
@@ -491,6 +504,7 @@ def register(main: click.Group) -> None:
     @_adopt_option
     @output_option
     @boundary
+    @json_outcome
     def diff_cmd(source: str, adopt: bool, output: str, max_unavailable: Any,
                  drain: float | None, allow_downtime: bool, **kw: Any) -> None:
         """What `deploy` would change, per host and unit, and its rollout plan (nothing is
@@ -516,6 +530,7 @@ def register(main: click.Group) -> None:
     @output_option
     @_slurm_options
     @boundary
+    @json_outcome
     def status(source: str, output: str, run_dir: str | None, job: str | None,
                **kw: Any) -> None:
         """Per unit: supervisor, state, pid, restarts and last exit (systemd), healthy, URL

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from generator.cli.common import boundary, common_options
+from generator.cli.common import boundary, common_options, json_outcome
 from generator.cli.deploy import (
     accept_sglang_option,
     deploy_target,
@@ -18,7 +18,7 @@ from generator.cli.deploy import (
     ssh_options,
     ssh_settings,
 )
-from generator.errors import EXIT_DEPLOY, SglGenError
+from generator.errors import EXIT_DEPLOY
 
 
 def register(main: click.Group) -> None:
@@ -30,6 +30,7 @@ def register(main: click.Group) -> None:
     @accept_sglang_option
     @output_option
     @boundary
+    @json_outcome
     def check_cmd(source: str, output: str, accept_image_version: bool,
                   accept_sglang_version: bool, **kw: Any) -> None:
         """What a deploy's preflight checks on the hosts, without deploying: the SGLang
@@ -39,15 +40,9 @@ def register(main: click.Group) -> None:
 
         target = deploy_target(source, kw)
         opts, only = ssh_settings(kw)
-        try:
-            result = d.check(target, opts, echo=echo_err, only=only,
-                             accept_sglang_version=accept_sglang_version,
-                             accept_image_version=accept_image_version)
-        except SglGenError as exc:  # one JSON document on stdout in every outcome
-            if output == "json":
-                click.echo(json.dumps({"deployment": target.name, "ok": False,
-                                       "error": exc.message}, indent=2, sort_keys=True))
-            raise
+        result = d.check(target, opts, echo=echo_err, only=only,
+                         accept_sglang_version=accept_sglang_version,
+                         accept_image_version=accept_image_version)
         if output == "json":
             click.echo(json.dumps({"deployment": target.name, **result.as_json()}, indent=2,
                                   sort_keys=True))
