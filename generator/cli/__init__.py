@@ -26,4 +26,20 @@ def main() -> None:
 for _module in (compile_commands, local, imports, deploy, hostcheck):
     _module.register(main)
 
+#: under every command's --help (the README's "Exit codes" table has the details)
+EXIT_CODES = ("Exit codes: 0 success (warnings on stderr); 1 invalid input; 2 usage error; "
+              "3 a failure on a host or of the Slurm job; 130 interrupted while following. "
+              "See the README's \"Exit codes\".")
+
+
+def _epilogs(group: click.Group) -> None:
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _epilogs(cmd)
+        elif not cmd.epilog:
+            cmd.epilog = EXIT_CODES
+
+
+_epilogs(main)
+
 __all__ = ["main", "EXIT_INVALID"]

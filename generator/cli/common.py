@@ -28,8 +28,12 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--hf-checkpoint", help="Shorthand for --set deployment.hf_checkpoint=..."),
         click.option("--total-gpus", type=click.IntRange(min=1),
                      help="Shorthand for --set deployment.total_gpus=... (slime --rollout-num-gpus)"),
+        click.option("--rollout-num-gpus", type=click.IntRange(min=1),
+                     help="slime's name for --total-gpus."),
         click.option("--num-gpus-per-engine", type=click.IntRange(min=1),
                      help="Shorthand for --set deployment.num_gpus_per_engine=..."),
+        click.option("--rollout-num-gpus-per-engine", type=click.IntRange(min=1),
+                     help="slime's name for --num-gpus-per-engine."),
         click.option("--gpus-per-node", type=click.IntRange(min=1),
                      help="Shorthand for --set cluster.gpus_per_node=... (default 8)"),
         click.option("--nodes", type=click.IntRange(min=1),
@@ -43,7 +47,20 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+#: slime's flag names, accepted by every topology command: (slime's, sgl-gen's)
+SLIME_NAMES = (("rollout_num_gpus", "total_gpus"),
+               ("rollout_num_gpus_per_engine", "num_gpus_per_engine"))
+
+
 def settings(kw: dict[str, Any]) -> list[Any]:
+    for alias, name in SLIME_NAMES:
+        value = kw.pop(alias, None)
+        if value is None:
+            continue
+        if kw.get(name) not in (None, value):
+            raise SglGenError(f"--{name.replace('_', '-')} {kw[name]} and its slime name "
+                              f"--{alias.replace('_', '-')} {value} disagree", exit_code=2)
+        kw[name] = value
     return settings_from_cli(
         kw.pop("sets"), kw.pop("model_configs", ()), hf_checkpoint=kw.pop("hf_checkpoint"),
         total_gpus=kw.pop("total_gpus"),

@@ -563,7 +563,8 @@ def register(main: click.Group) -> None:
     @common_options
     @_render_options
     @ssh_options
-    @click.option("-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True)
+    @click.option("-n", "--lines", type=click.IntRange(min=0), default=50, show_default=True,
+                  help="Lines of each log to print (its last N).")
     @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
     @_slurm_options
     @boundary

@@ -33,10 +33,6 @@ def register(main: click.Group) -> None:
     @import_group.command("slime")
     @click.argument("file", required=False, type=click.Path(dir_okay=False))
     @common_options
-    @click.option("--rollout-num-gpus", type=click.IntRange(min=1),
-                  help="slime's name for --total-gpus.")
-    @click.option("--rollout-num-gpus-per-engine", type=click.IntRange(min=1),
-                  help="slime's name for --num-gpus-per-engine.")
     @click.option("--prefill-num-servers", type=click.IntRange(min=1),
                   help="slime's legacy PD flag (instead of FILE).")
     @click.option("--sglang-router-port", type=click.IntRange(1, 65535),
@@ -45,20 +41,12 @@ def register(main: click.Group) -> None:
                   help="Accepted to report slime's mutual exclusion with --sglang-config.")
     @click.option("-o", "--output", help="Write the topology here instead of stdout.")
     @boundary
-    def import_slime_cmd(file: str | None, rollout_num_gpus: int | None,
-                         rollout_num_gpus_per_engine: int | None,
-                         prefill_num_servers: int | None, sglang_router_port: int | None,
-                         rollout_external: bool, output: str | None, **kw: Any) -> None:
+    def import_slime_cmd(file: str | None, prefill_num_servers: int | None,
+                         sglang_router_port: int | None, rollout_external: bool,
+                         output: str | None, **kw: Any) -> None:
         """A slime --sglang-config FILE (or --prefill-num-servers) -> a commented topology."""
         from generator.bridges.importers.slime import import_slime
 
-        for alias, name in ((rollout_num_gpus, "total_gpus"),
-                            (rollout_num_gpus_per_engine, "num_gpus_per_engine")):
-            if alias is not None:
-                if kw.get(name) not in (None, alias):
-                    raise SglGenError(f"--{name.replace('_', '-')} and its slime name disagree",
-                                      exit_code=2)
-                kw[name] = alias
         text = import_slime(file, settings(kw), prefill_num_servers=prefill_num_servers,
                             rollout_external=rollout_external, router_port=sglang_router_port)
         _write_or_print(text, output)

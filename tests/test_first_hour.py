@@ -1,0 +1,59 @@
+"""What a new user hits in the first hour (issue "The first hour"), one test per item fixed."""
+
+from __future__ import annotations
+
+import pytest
+
+from generator.cli import main
+from tests.helpers import EXAMPLES, run_cli
+
+SLIME = EXAMPLES / "from-slime-pd-basic.yaml"
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "render"])
+def test_slimes_flag_names_work_on_every_topology_command(tmp_path, command):
+    extra = ["-o", str(tmp_path)] if command == "render" else []
+    ours = run_cli(command, str(SLIME), "--total-gpus", "16", *extra)
+    theirs = run_cli(command, str(SLIME), "--rollout-num-gpus", "16", *extra)
+    assert ours.exit_code == theirs.exit_code == 0, theirs.output
+    if command != "render":
+        assert ours.stdout == theirs.stdout
+    both = run_cli(command, str(SLIME), "--total-gpus", "8", "--rollout-num-gpus", "16", *extra)
+    assert both.exit_code == 2
+    assert "--total-gpus 8 and its slime name --rollout-num-gpus 16 disagree" in both.output
+    width = run_cli(command, str(SLIME), "--rollout-num-gpus-per-engine", "4", *extra)
+    assert width.exit_code == run_cli(command, str(SLIME), "--num-gpus-per-engine", "4",
+                                      *extra).exit_code
+
+
+def test_every_command_has_help_for_every_option():
+    """No option without help text (logs -n had none)."""
+    missing = []
+
+    def walk(cmd, path):
+        for p in cmd.params:
+            if getattr(p, "help", None) == "" or (hasattr(p, "help") and p.help is None
+                                                  and not getattr(p, "hidden", False)):
+                missing.append(f"{path} {p.opts[0]}")
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(main, "sgl-gen")
+    assert missing == []
+
+
+def test_every_commands_help_states_the_exit_codes():
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path
+
+    paths = list(walk(main, []))
+    assert len(paths) >= 15
+    for path in paths:
+        r = run_cli(*path, "--help")
+        assert r.exit_code == 0, path
+        assert "Exit codes:" in r.output, path
