@@ -30,27 +30,8 @@ from generator.cli.common import (
     warn,
 )
 from generator.cli.local import down_local
+from generator.cli.sshopts import accept_sglang_option, output_option, ssh_options, ssh_settings
 from generator.errors import EXIT_DEPLOY, SglGenError
-
-
-def ssh_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    opts = [
-        click.option("--hosts", "hosts", metavar="A,B",
-                     help="Only these hosts (inventory names), comma-separated."),
-        click.option("--ssh-config", type=click.Path(dir_okay=False),
-                     help="SSH client config to use instead of ~/.ssh/config."),
-        click.option("--known-hosts", type=click.Path(dir_okay=False),
-                     help="Known-hosts file (default: the ssh config's UserKnownHostsFile, "
-                          "else ~/.ssh/known_hosts)."),
-        click.option("--accept-new-host-keys", is_flag=True,
-                     help="Accept and record the key of a host not in known_hosts "
-                          "(a changed key is always refused)."),
-        click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=10,
-                     show_default=True, help="Seconds to wait for each SSH connection."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
 
 
 def _render_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,17 +50,7 @@ def _render_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def accept_sglang_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--accept-sglang-version", is_flag=True,
-                        help="Hosts whose python has another SGLang than the version the "
-                             "topology was validated against: a warning instead of an "
-                             "error.")(f)
 
-
-def output_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--output", "output", type=click.Choice(["text", "json"]),
-                        default="text", show_default=True,
-                        help="text tables, or one JSON document on stdout.")(f)
 
 
 def deploy_target(source: str, kw: dict[str, Any]) -> Any:
@@ -118,16 +89,6 @@ def _deploy_target(source: str, kw: dict[str, Any]) -> Any:
                           f"to run it as a Slurm job, or list the hosts in cluster.hosts)",
                           exit_code=2)
     return target_from_plan(plan, choose_targets(target, plan), rehearse)
-
-
-def ssh_settings(kw: dict[str, Any]) -> tuple[Any, tuple[str, ...]]:
-    from generator.deploy import SshOptions
-
-    hosts = kw.pop("hosts", None)
-    only = tuple(h.strip() for h in hosts.split(",") if h.strip()) if hosts else ()
-    return SshOptions(ssh_config=kw.pop("ssh_config"), known_hosts=kw.pop("known_hosts"),
-                      accept_new_host_keys=kw.pop("accept_new_host_keys"),
-                      connect_timeout=kw.pop("connect_timeout")), only
 
 
 _KEEP_SHOWN = 20

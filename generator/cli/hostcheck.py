@@ -10,14 +10,8 @@ from typing import Any
 import click
 
 from generator.cli.common import boundary, common_options, json_outcome
-from generator.cli.deploy import (
-    accept_sglang_option,
-    deploy_target,
-    echo_err,
-    output_option,
-    ssh_options,
-    ssh_settings,
-)
+from generator.cli.deploy import deploy_target, echo_err
+from generator.cli.sshopts import accept_sglang_option, output_option, ssh_options, ssh_settings
 from generator.errors import EXIT_DEPLOY
 
 
