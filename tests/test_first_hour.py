@@ -57,3 +57,17 @@ def test_every_commands_help_states_the_exit_codes():
         r = run_cli(*path, "--help")
         assert r.exit_code == 0, path
         assert "Exit codes:" in r.output, path
+
+
+def test_no_warning_follows_from_an_error_already_reported(tmp_path):
+    from tests.helpers import write_topo
+
+    t = write_topo(tmp_path, """
+        sglang:
+          - name: m
+            server_groups: [{worker_type: regular, num_gpus: 2, num_gpus_per_engine: 1}]
+        """)
+    r = run_cli("validate", str(t))
+    assert r.exit_code == 1
+    assert r.output.count("\n") == 1, r.output
+    assert "model 'm' has no model path" in r.output and "update_weights" not in r.output

@@ -208,7 +208,8 @@ def resolve(data: dict[str, Any], smap: SourceMap, *, local: bool = False) -> To
             update = bool(m["update_weights"])
         else:
             update = hf is not None and effective == hf
-            if not update and types:
+            # (no warning for a model whose path is already an error: it follows from it)
+            if not update and types and effective:
                 ctx.warn(mpath, f"update_weights inferred false: the model path "
                                 f"'{effective}' is not the hf_checkpoint",
                          "set update_weights explicitly to silence this")
