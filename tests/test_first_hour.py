@@ -71,3 +71,17 @@ def test_no_warning_follows_from_an_error_already_reported(tmp_path):
     assert r.exit_code == 1
     assert r.output.count("\n") == 1, r.output
     assert "model 'm' has no model path" in r.output and "update_weights" not in r.output
+
+
+@pytest.mark.parametrize(("expr", "code"), [
+    ("a..b=1", 2),                      # malformed
+    ("sglang[9].model_path=x", 2),      # no such list item
+    ("deployment.name.x=1", 2),         # not a mapping
+    ("runtime.env[0]=x", 2),            # no such list
+    ("sglang=1", 1),                    # a value the file contradicts: invalid input
+    ("bogus.key=1", 1),                 # an unknown key: the schema's error, as in a file
+])
+def test_a_set_path_that_names_nothing_is_a_usage_error(expr, code):
+    r = run_cli("validate", str(EXAMPLES / "basic.yaml"), "--set", expr)
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output

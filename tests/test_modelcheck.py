@@ -246,7 +246,7 @@ def test_model_config_on_the_command_line(tmp_path):
     r = run_cli("validate", str(t), "--model-config", f"m={CONFIGS / 'qwen2.5-7b'}")
     assert r.exit_code == 1 and "28 attention heads" in r.output
     r = run_cli("validate", str(t), "--model-config", f"mm={CONFIGS / 'qwen2.5-7b'}")
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # a usage error: the option names no model
     assert f"--model-config mm={CONFIGS / 'qwen2.5-7b'}: sglang: no model named 'mm' " \
         "(hint: did you mean 'm'?)" in r.output
     r = run_cli("validate", str(t), "--model-config", "m")

@@ -24,7 +24,14 @@ from generator.compile.loader import (
     raw_text_problems,
 )
 from generator.compile.validate import describe, is_secret_path
-from generator.errors import MASK, Diagnostic, SglGenError, TopologyError, mask_userinfo
+from generator.errors import (
+    EXIT_USAGE,
+    MASK,
+    Diagnostic,
+    SglGenError,
+    TopologyError,
+    mask_userinfo,
+)
 
 #: Named options and the topology path each one stands for.
 SHORTHANDS: dict[str, str] = {
@@ -145,6 +152,10 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+_NO_SUCH = ("no such list item", "no such list", "is not a mapping",
+            "--set can only set mapping keys")
+
+
 def _by_model_name(data: dict[str, Any], settings: list[Setting]
                    ) -> tuple[list[Setting], list[Diagnostic]]:
     """Settings addressed to a model by name (``("sglang", "@NAME", ...)``) with its index."""
@@ -224,4 +235,10 @@ def apply_settings(data: dict[str, Any], smap: SourceMap, settings: list[Setting
                 smap.values[s.path] = Origin(s.option, 0, 0)
                 smap.keys[s.path] = Origin(s.option, 0, 0)
     if errors:
-        raise TopologyError(errors)
+        exc = TopologyError(errors)
+        # a path that names nothing in the document (no such list, item, mapping, model) is
+        # a usage error, as a malformed one is (README: Exit codes); a value the file
+        # contradicts is invalid input
+        if any(d.message in _NO_SUCH or d.message.startswith("no model named") for d in errors):
+            exc.exit_code = EXIT_USAGE
+        raise exc
