@@ -293,25 +293,3 @@ def test_a_real_deploy_is_refused_before_anything_starts(hosts, tmp_path):
     # --rehearse deploys the stand-in engine: the hosts' SGLang is not checked
     r = run_cli(*f.args("deploy", extra=("--rehearse", "--timeout", "90", "--dry-run")))
     assert r.exit_code == 0, r.output
-
-
-def test_check_prints_one_json_document_when_a_host_is_unreachable(tmp_path):
-    from tests.helpers import write_topo
-
-    topo = write_topo(tmp_path, """
-        deployment: {name: lone, hf_checkpoint: /models/m}
-        cluster:
-          gpus_per_node: 1
-          hosts: [{name: gone, address: 127.0.0.1, port: 1}]
-        runtime: {supervisor: bash}
-        sglang:
-          - name: m
-            server_groups: [{worker_type: regular, num_gpus: 1, num_gpus_per_engine: 1}]
-        """)
-    known = tmp_path / "known_hosts"
-    known.write_text("")
-    r = run_cli("check", str(topo), "--output", "json", "--known-hosts", str(known),
-                "--connect-timeout", "5")
-    assert r.exit_code == 3, r.output
-    doc = json.loads(r.stdout)
-    assert doc["deployment"] == "lone" and doc["ok"] is False and "gone" in doc["error"], doc

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from generator.compile.catalog import SUPPORTED_VERSIONS, load_catalog
+from generator.compile.catalog import versions_with
 from generator.compile.credentials import (
     CREDENTIAL_ARGS,
     is_credential_name,
@@ -207,8 +207,7 @@ def check_server_args(ctx: Ctx, catalog: Any, args: dict[str, Any], base: PathT,
         spec = catalog.get(key)
         if spec is None:
             hint = did_you_mean(norm, list(catalog.names))
-            elsewhere = [v for v in SUPPORTED_VERSIONS if v != catalog.version
-                         and load_catalog(v).get(key) is not None]
+            elsewhere = versions_with(key, catalog.version)
             if elsewhere:
                 ctx.err(path, f"sglang {catalog.version} has no server argument '{key}' (sglang "
                               f"{', '.join(elsewhere)} has it)",

@@ -34,6 +34,7 @@ __all__ = [
     "catalog_path",
     "did_you_mean",
     "load_catalog",
+    "versions_with",
 ]
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -285,6 +286,12 @@ class Catalog:
 def catalog_path(version: str) -> Path:
     """Path of the committed catalog file for ``version``."""
     return SCHEMAS / f"sglang-{version}.json"
+
+
+def versions_with(name: str, besides: str) -> list[str]:
+    """The supported SGLang versions other than ``besides`` whose catalog has server argument
+    ``name`` (any spelling it takes)."""
+    return [v for v in SUPPORTED_VERSIONS if v != besides and load_catalog(v).get(name) is not None]
 
 
 @functools.cache

@@ -260,6 +260,13 @@ def _positive(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
+def _attn_dp(args: dict[str, Any]) -> int:
+    """The attention data-parallel width: ``attn_dp_size``, or (before it) ``dp_size`` with
+    ``enable_dp_attention``; 1 without attention DP."""
+    return _positive(args.get("attn_dp_size")) or (
+        _positive(args.get("dp_size")) if args.get("enable_dp_attention") else None) or 1
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
@@ -280,8 +287,7 @@ def group_problems(topo: Topology, m: ModelSpec, g: GroupSpec, facts: ModelFacts
                                     "encoder disaggregation serves a VLM's vision tower; serve "
                                     "this model without encoder groups"))
         return errors, warnings
-    attn_dp = _positive(args.get("attn_dp_size")) or (
-        _positive(args.get("dp_size")) if args.get("enable_dp_attention") else None) or 1
+    attn_dp = _attn_dp(args)
     attn_cp = _positive(args.get("attn_cp_size")) or 1
     attn_tp = max(1, g.tp_size // (attn_dp * attn_cp))
     parts = [f"attention DP {attn_dp}"] * (attn_dp > 1) + [f"attention CP {attn_cp}"] * (
@@ -398,8 +404,7 @@ def rule_problems(topo: Topology, g: GroupSpec, facts: ModelFacts | None
                                              "model: only a model that bundles its MTP layers "
                                              "serves as its own (no model config here to tell)",
                                       hint))
-    attn_dp = _positive(args.get("attn_dp_size")) or (
-        _positive(args.get("dp_size")) if args.get("enable_dp_attention") else None) or 1
+    attn_dp = _attn_dp(args)
     if g.pp_size > 1 and attn_dp > 1:
         key = "attn_dp_size" if "attn_dp_size" in args else "enable_dp_attention"
         errors.append(topo.diag(_where(topo, g, key, g.path),

@@ -23,7 +23,7 @@ from generator.compile.argchecks import (
     reserved_env,
     router_spec,
 )
-from generator.compile.catalog import SUPPORTED_VERSIONS, load_catalog
+from generator.compile.catalog import SUPPORTED_VERSIONS, load_catalog, versions_with
 from generator.compile.containers import HOST_KINDS, container_spec, covered
 from generator.compile.credentials import CREDENTIAL_ENV, is_credential_name, last_word, url_has_credential
 from generator.compile.loader import PathT, SourceMap, format_path
@@ -510,8 +510,7 @@ def _model_config(smap: SourceMap, mpath: PathT, value: Any) -> str | None:
 
 def _versions_with(catalog: Any, name: str) -> str:
     """A hint naming the supported SGLang versions that have a server argument."""
-    have = [v for v in SUPPORTED_VERSIONS
-            if v != catalog.version and load_catalog(v).get(name) is not None]
+    have = versions_with(name, catalog.version)
     return f"sglang {', '.join(have)} has it (deployment.sglang_version)" if have else ""
 
 

@@ -202,14 +202,13 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
         return tuple(out)
 
     needs: dict[int, dict[str, Any]] = {
-        n["index"]: {"gpus": set(), "models": set(), "ib": set(), "unit_gpus": {}}
+        n["index"]: {"models": set(), "ib": set(), "unit_gpus": {}}
         for n in nodes}
     for m in plan["models"]:
         for e in m["engines"]:
             for p in e["placements"]:
                 argv = [a for a in p.get("argv") or e.get("argv") or () if isinstance(a, str)]
                 need = needs[p["node"]]
-                need["gpus"].update(str(g) for g in p["gpus"])
                 for flag, key in (("--model-path", "models"),
                                   ("--disaggregation-ib-device", "ib")):
                     if flag in argv[:-1]:
@@ -270,7 +269,7 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
         root = f"{n['workdir'].rstrip('/')}/{name}"
         ctr = n.get("container")
         need = needs[n["index"]]
-        host_needs = {"gpus": sorted(int(g) for g in need["gpus"]),
+        host_needs = {"gpus": sorted({int(g) for gs in need["unit_gpus"].values() for g in gs}),
                       "models": _host_model_paths(sorted(need["models"]), ctr),
                       "ib": sorted(need["ib"]),
                       "env": _env_needs(hfiles, per[n["index"]]),
