@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from generator.bridges.exports import model_routers, slime_external_args
 from generator.client import UnknownModelError, get_model_url, routing_headers
 from generator.compile.pipeline import compile_plan
+from generator.paths import SCHEMAS
 from tests.helpers import EXAMPLES, run_cli, write_topo
 from tests.tools import need_path
 
@@ -33,7 +35,8 @@ SEED_002_PD = (EXAMPLES / "sources" / "slime_sglang_pd.yaml").read_text()
 def test_import_slime_pd_keeps_everything_and_validates(tmp_path):
     src = write_topo(tmp_path, SEED_002_PD, "sglang_pd.yaml")
     out, text = _import(tmp_path, str(src), "--rollout-num-gpus", "16", "--hf-checkpoint", "/m")
-    assert text.startswith("# yaml-language-server: $schema=../schemas/topology.schema.json\n"
+    schema = (SCHEMAS / "topology.schema.json").resolve()
+    assert text.startswith(f"# yaml-language-server: $schema={schema.as_uri()}\n"
                            f"# Imported from slime --sglang-config {src} by sgl-gen")
     assert "chunked_prefill_size: 8192" in text and "mem_fraction_static: 0.88" in text
     plan = compile_plan(out)  # no options needed any more
@@ -125,7 +128,8 @@ def test_exports_for_slime():
     assert r.exit_code == 0
     assert json.loads(r.stdout) == {k: list(v) for k, v in routers.items()}
     r = run_cli("export", "slime-args", str(EXAMPLES / "multi-model.yaml"), "--model", "nope")
-    assert r.exit_code == 2 and r.stderr.startswith("--model: no model 'nope' in multi-model")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines()[-1].startswith("--model: no model 'nope' in multi-model")
 
 
 def test_client_get_model_url_never_falls_back():
@@ -666,14 +670,22 @@ def test_slime_seed_models_keep_update_weights_and_paths(tmp_path):
 
 
 @pytest.mark.parametrize("source", sorted(SEED_CONFIGS))
-def test_imported_examples_are_what_the_importers_print_today(source, monkeypatch):
+def test_imported_examples_are_what_the_importers_print_today(source, monkeypatch, tmp_path):
     example, extra, _ = SEED_CONFIGS[source]
     sn = next(s for s in seed_snippets() if s.source == source)
     monkeypatch.chdir(EXAMPLES)
+    out = tmp_path / f"{example}.yaml"
     r = run_cli("import", *_import_args(sn, f"sources/{source}"),
-                "--set", f"deployment.name={example}")
+                "--set", f"deployment.name={example}", "-o", str(out))
     assert r.exit_code == 0, r.output
-    assert r.stdout == (EXAMPLES / f"{example}.yaml").read_text()
+    # the schema line points at the installed schema, relative to the file written
+    schema = (SCHEMAS / "topology.schema.json").resolve()
+    committed = (EXAMPLES / f"{example}.yaml").read_text()
+    line = "# yaml-language-server: $schema=../schemas/topology.schema.json\n"
+    assert committed.startswith(line)
+    assert (EXAMPLES / "../schemas/topology.schema.json").resolve() == schema
+    rel = Path(os.path.relpath(schema, tmp_path)).as_posix()
+    assert out.read_text() == committed.replace(line, f"# yaml-language-server: $schema={rel}\n", 1)
     assert layout(compile_plan(EXAMPLES / f"{example}.yaml")) == SEED_CONFIGS[source][2]
 
 

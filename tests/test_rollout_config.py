@@ -196,7 +196,7 @@ def test_set_with_a_bad_drain(tmp_path):
     ("2.5", f"must be an integer or a string, got number 2.5 (hint: {MU_HINT})"),
     ("2.0", "must be an integer or a string, got number 2.0 (hint: write 2 without a decimal "
             "point)"),
-    ("[1]", f"must be an integer or a string, got list a list (hint: {MU_HINT})"),
+    ("[1]", f"must be an integer or a string, got a list (hint: {MU_HINT})"),
 ])
 def test_bad_max_unavailable(tmp_path, written, message):
     p = _topo(tmp_path, f"max_unavailable: {written}")
@@ -227,7 +227,7 @@ def test_a_fraction_below_one_fails_both_ways_and_both_are_said(tmp_path):
     ('"30s"', "must be a number, got string '30s'"),
     ('"30"', "must be a number, got string '30'"),
     ("true", "must be a number, got boolean true"),
-    ("{}", "must be a number, got mapping a mapping"),
+    ("{}", "must be a number, got a mapping"),
 ])
 def test_bad_drain(tmp_path, written, message):
     p = _topo(tmp_path, f"drain: {written}")

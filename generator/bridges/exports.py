@@ -31,6 +31,21 @@ def slime_external_args(plan: Plan, model: str | None = None) -> list[str]:
     return ["--rollout-external", "--rollout-external-engine-addrs", *addrs]
 
 
+def pd_note(plan: Plan, model: str | None = None) -> str | None:
+    """For a prefill/decode model, how slime tells the roles apart (None for any other): it
+    reads each external engine's ``/server_info`` (``disaggregation_mode``,
+    ``disaggregation_bootstrap_port``, ``tp_size``), which every engine of the plan reports
+    from its own argv, so the addresses need no roles."""
+    m = _model(plan, model)
+    if not m.pd:
+        return None
+    roles = [e.worker_type for e in m.engines if e.worker_type in ("prefill", "decode")]
+    return (f"note: model {m.name!r} is prefill/decode ({roles.count('prefill')} prefill, "
+            f"{roles.count('decode')} decode): slime reads each engine's role and bootstrap port "
+            "from its /server_info (its external-engine discovery), so the addresses carry no "
+            "roles")
+
+
 def slime_external_line(plan: Plan, model: str | None = None) -> str:
     return " ".join(shlex.quote(a) for a in slime_external_args(plan, model))
 

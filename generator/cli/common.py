@@ -38,6 +38,9 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Shorthand for --set cluster.gpus_per_node=... (default 8)"),
         click.option("--nodes", type=click.IntRange(min=1),
                      help="Shorthand for --set cluster.nodes=..."),
+        click.option("--inventory", metavar="FILE",
+                     help="cluster.hosts from FILE: one host per line, or an Ansible INI/YAML "
+                          "inventory (ansible_host, ansible_user, ansible_port)."),
         click.option("--model-config", "model_configs", multiple=True, metavar="NAME=DIR",
                      help="Model NAME's config.json (or its directory) for the model-aware "
                           "checks, for a model that lives only on the hosts."),
@@ -61,11 +64,17 @@ def settings(kw: dict[str, Any]) -> list[Any]:
             raise SglGenError(f"--{name.replace('_', '-')} {kw[name]} and its slime name "
                               f"--{alias.replace('_', '-')} {value} disagree", exit_code=2)
         kw[name] = value
-    return settings_from_cli(
+    inventory = kw.pop("inventory", None)
+    out = settings_from_cli(
         kw.pop("sets"), kw.pop("model_configs", ()), hf_checkpoint=kw.pop("hf_checkpoint"),
         total_gpus=kw.pop("total_gpus"),
         num_gpus_per_engine=kw.pop("num_gpus_per_engine"), gpus_per_node=kw.pop("gpus_per_node"),
         nodes=kw.pop("nodes"))
+    if inventory is not None:
+        from generator.compile.inventory import inventory_setting
+
+        out.append(inventory_setting(inventory))
+    return out
 
 
 def boundary(f: Callable[..., Any]) -> Callable[..., Any]:

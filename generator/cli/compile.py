@@ -104,8 +104,16 @@ def write_render(plan: Any, targets: tuple[str, ...], rehearse: bool, out_dir: s
 
 
 @click.command()
-def schema() -> None:
+@click.option("--path", "as_path", is_flag=True,
+              help="Print where the installed schema file is instead (for an editor's "
+                   "yaml-language-server: $schema= line).")
+def schema(as_path: bool) -> None:
     """Print the topology JSON Schema (for editors: yaml-language-server)."""
+    if as_path:
+        from generator.paths import SCHEMAS
+
+        click.echo(str((SCHEMAS / "topology.schema.json").resolve()))
+        return
     from generator.compile.validate import topology_schema
 
     click.echo(json.dumps(topology_schema(), indent=2, sort_keys=True))

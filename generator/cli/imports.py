@@ -9,18 +9,31 @@ from typing import Any
 
 import click
 
-from generator.cli.common import boundary, common_options, settings
+from generator.cli.common import boundary, common_options, settings, warn
 from generator.errors import SglGenError
 from generator.write import write_file
 
 
 def _write_or_print(text: str, output: str | None) -> None:
+    """The imported topology on stdout or in ``output``, its first line pointing editors at the
+    installed schema (``sgl-gen schema --path``): as a path relative to the written file, or as
+    a file URI on stdout (where the file will be saved is not known)."""
+    import os
+
+    from generator.bridges.importers.common import SCHEMA_LINE
+    from generator.paths import SCHEMAS
+
+    schema = (SCHEMAS / "topology.schema.json").resolve()
+    first, _, rest = text.partition("\n")
+    assert first == SCHEMA_LINE, first
     if output is None:
-        click.echo(text, nl=False)
+        click.echo(f"# yaml-language-server: $schema={schema.as_uri()}\n{rest}", nl=False)
         return
     path = Path(output)
     if path.is_dir():
         raise SglGenError(f"{output}: is a directory", exit_code=2)
+    rel = Path(os.path.relpath(schema, path.parent.resolve())).as_posix()
+    text = f"# yaml-language-server: $schema={rel}\n{rest}"
     write_file(path, text.encode("utf-8"), 0o644)
     click.echo(f"wrote {path}", err=True)
 
@@ -101,22 +114,31 @@ def register(main: click.Group) -> None:
     @click.argument("file", type=click.Path(dir_okay=True))
     @common_options
     @click.option("--model", help="Model whose engines to list (default: the updated one).")
+    @click.option("--local", is_flag=True, help="Map every node to 127.0.0.1 (as `up --local`).")
     @boundary
-    def export_slime_args(file: str, model: str | None, **kw: Any) -> None:
+    def export_slime_args(file: str, model: str | None, local: bool, **kw: Any) -> None:
         """slime's --rollout-external --rollout-external-engine-addrs HOST:PORT ... arguments."""
-        from generator.bridges.exports import slime_external_line
+        from generator.bridges.exports import pd_note, slime_external_line
         from generator.compile.pipeline import compile_plan
 
-        click.echo(slime_external_line(compile_plan(file, settings(kw)), model))
+        plan = compile_plan(file, settings(kw), local=local)
+        warn(plan)
+        note = pd_note(plan, model)
+        if note:
+            click.echo(note, err=True)
+        click.echo(slime_external_line(plan, model))
 
     @export_group.command("model-routers")
     @click.argument("file", type=click.Path(dir_okay=True))
     @common_options
+    @click.option("--local", is_flag=True, help="Map every node to 127.0.0.1 (as `up --local`).")
     @boundary
-    def export_model_routers(file: str, **kw: Any) -> None:
+    def export_model_routers(file: str, local: bool, **kw: Any) -> None:
         """slime's sglang_model_routers mapping {model: [ip, port]} as JSON."""
         from generator.bridges.exports import model_routers
         from generator.compile.pipeline import compile_plan
 
-        routers = model_routers(compile_plan(file, settings(kw)))
+        plan = compile_plan(file, settings(kw), local=local)
+        warn(plan)
+        routers = model_routers(plan)
         click.echo(json.dumps({k: list(v) for k, v in routers.items()}, indent=2, sort_keys=True))

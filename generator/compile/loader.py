@@ -421,10 +421,12 @@ def _check_raw_text(text: str, file: str) -> None:
 
 
 def parse_scalar(text: str, where: str, path: PathT) -> Any:
-    """One YAML scalar given on the command line (``--set PATH=TEXT``), with the same checks as
+    """One YAML value given on the command line (``--set PATH=TEXT``), with the same checks as
     a value in a file: raw characters, tags, NaN and infinity, NUL, integer range, dates kept as
-    text. ``where`` names the option in messages. A text that YAML reads as a list or mapping,
-    or cannot read, is kept as the literal string."""
+    text. ``where`` names the option in messages. A flow list or mapping (the text starts with
+    ``[`` or ``{``: ``[{name: a, address: 10.0.0.1}]``) is that list or mapping, and one that
+    YAML cannot read is an error; any other text YAML cannot read as a plain scalar (a block
+    list ``- a``, ``a: b``) is kept as the literal string."""
     shown = format_path(path)
     errors = [Diagnostic(where, 0, 0, shown, msg, hint)
               for _i, _ch, msg, hint in raw_text_problems(text)]
@@ -437,16 +439,35 @@ def parse_scalar(text: str, where: str, path: PathT) -> Any:
         raise TopologyError(errors[:MAX_RAW_PROBLEMS])
     if not text.strip():
         return ""
+    flow = text.lstrip()[:1] in ("[", "{")
     loader = _Loader(text)
     try:
         try:
             node = loader.get_single_node()
-        except (yaml.YAMLError, RecursionError, _TooMany, _Bomb):
+        except (yaml.YAMLError, RecursionError, _TooMany, _Bomb) as exc:
+            if not flow:
+                return text
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at character {mark.column + 1}" if mark is not None and mark.line == 0 else ""
+            raise TopologyError([Diagnostic(
+                where, 0, 0, shown, f"not a YAML flow list or mapping: {problem}{at}",
+                "write a list as [a, b] and a mapping as {key: value}; quote the whole value "
+                "to mean a string: --set 'PATH=\"[x\"'")]) from None
+        if node is None:
             return text
-        if not isinstance(node, yaml.ScalarNode):
+        if isinstance(node, yaml.CollectionNode) and not node.flow_style:
+            flow = False
+        if not isinstance(node, yaml.ScalarNode) and not flow:
             return text  # keep anything that is not a plain scalar as the literal text
         builder = _Builder(where, loader)
-        value = builder.build(node, path, 0)
+        try:
+            _expanded_size(node)  # an alias bomb is refused before anything is built
+            value = builder.build(node, path, 0)
+        except (_Bomb, _TooDeep):
+            raise TopologyError([Diagnostic(
+                where, 0, 0, shown, f"value is larger than {MAX_NODES:,} values or nested "
+                f"deeper than {MAX_DEPTH} levels")]) from None
         if builder.errors:
             raise TopologyError([Diagnostic(where, 0, 0, d.path, d.message, d.hint)
                                  for d in builder.errors])

@@ -22,6 +22,7 @@ from generator.compile.loader import (
     format_path,
     parse_scalar,
     raw_text_problems,
+    walk,
 )
 from generator.compile.validate import describe, is_secret_path
 from generator.errors import (
@@ -79,6 +80,8 @@ def parse_set(expr: str) -> Setting:
     key, _, raw = expr.partition("=")
     path = parse_path(key.strip())
     option = _shown(f"--set {expr}", path, f"--set {key}=")
+    if raw.lstrip()[:1] in ("[", "{") and not _no_secret_words(raw):
+        option = f"--set {key}={MASK}"  # a flow mapping naming a credential (env: {HF_TOKEN: x})
     return Setting(path, parse_scalar(raw, option, path), option)
 
 
@@ -210,8 +213,12 @@ def apply_settings(data: dict[str, Any], smap: SourceMap, settings: list[Setting
                     break
                 if part not in node:
                     if isinstance(nxt, int):
-                        errors.append(Diagnostic(s.option, 0, 0, format_path(s.path[: i + 1]),
-                                                 "no such list"))
+                        errors.append(Diagnostic(
+                            s.option, 0, 0, format_path(s.path[: i + 1]), "no such list",
+                            f"set the whole list as a YAML flow list: --set "
+                            f"'{format_path(s.path[: i + 1])}=[...]'" + (
+                                ", or --inventory FILE" if s.path[: i + 1] == ("cluster", "hosts")
+                                else "")))
                         break
                     node[part] = {}
                     smap.values[s.path[: i + 1]] = Origin(s.option, 0, 0)
@@ -232,8 +239,11 @@ def apply_settings(data: dict[str, Any], smap: SourceMap, settings: list[Setting
                 continue
             if last not in node:
                 node[last] = s.value
-                smap.values[s.path] = Origin(s.option, 0, 0)
                 smap.keys[s.path] = Origin(s.option, 0, 0)
+                for sub, _v in walk(s.value, s.path):  # a flow list or mapping: every item
+                    smap.values[sub] = Origin(s.option, 0, 0)
+                    if sub and isinstance(sub[-1], str):
+                        smap.keys[sub] = Origin(s.option, 0, 0)
     if errors:
         exc = TopologyError(errors)
         # a path that names nothing in the document (no such list, item, mapping, model) is

@@ -369,4 +369,22 @@ def place(topo: Topology) -> Plan:
         model_plans.append(ModelPlan(m.name, m.model_path, m.update_weights, m.pd, router,
                                      tuple(finished), tuple(placeholder_slots[m.name])))
     return Plan(topology=topo, nodes=tuple(nodes), models=tuple(model_plans),
-                warnings=tuple(d.format() for d in topo.warnings))
+                warnings=tuple(d.format() for d in (*topo.warnings,
+                                                    *_placeholder_hosts(topo, nodes))))
+
+
+def _placeholder_hosts(topo: Topology, nodes: list[Node]) -> list[Diagnostic]:
+    """A warning when nodes have no host of ``cluster.hosts``: their names (``node0``) are what
+    engines bind and routers call, and no real machine answers to them. Not for ``--local``
+    (every node is this machine) nor for Slurm, which names the nodes at run time."""
+    unnamed = [n.host for n in nodes[len(topo.hosts):]]
+    if topo.local or topo.slurm is not None or not unnamed:
+        return []  # (validation makes a hosts list name every node: it fixes the node count)
+    shown = ", ".join(unnamed[:4]) + (f" and {len(unnamed) - 4} more" if len(unnamed) > 4 else "")
+    d = topo.diag("cluster.hosts", (
+        f"names none of the {len(nodes)} node(s) this topology uses: {shown} "
+        f"{'is a placeholder' if len(unnamed) == 1 else 'are placeholders'} (engines bind "
+        "--host to them, router URLs call them), not real machines"),
+        "bind real hosts with --inventory FILE or --set 'cluster.hosts=[{name: a, address: "
+        "10.0.0.1}, ...]'; rehearse on this machine with --local")
+    return [replace(d, severity="warning")]

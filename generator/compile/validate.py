@@ -191,8 +191,9 @@ def _errors_for(err: jsonschema.ValidationError, smap: SourceMap) -> list[Diagno
                 [err.validator_value] if isinstance(err.validator_value, str)
                 else err.validator_value):
             hint = f"write {int(inst)} without a decimal point"
-        return [smap.diag(path, f"must be {_expected(err.validator_value)}, "
-                                f"got {_type_of(inst)} {describe(inst, path)}",
+        got = describe(inst, path) if isinstance(inst, (dict, list)) else \
+            f"{_type_of(inst)} {describe(inst, path)}"
+        return [smap.diag(path, f"must be {_expected(err.validator_value)}, got {got}",
                           hint=hint or _ROLLOUT_HINTS.get(path, ""))]
     if v == "enum":
         if is_secret_path(path):

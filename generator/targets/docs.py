@@ -13,8 +13,52 @@ from generator.targets.common import Artifact, gpu_ranges
 def readme(plan: Plan, targets: tuple[str, ...], ctx: dict[str, Any]) -> Artifact:
     """``README.md`` of a render."""
     return Artifact(common.tmpl("README.md.j2", gpu_map=_gpu_map(plan), mermaid=_mermaid(plan),
-                                gpu_ranges=gpu_ranges, targets=targets,
+                                gpu_ranges=gpu_ranges, targets=targets, by_hand=_by_hand(plan, targets),
                                 containers=_containers(plan), **ctx))
+
+
+def _by_hand(plan: Plan, targets: tuple[str, ...]) -> dict[str, Any]:
+    """The exact commands that run a render's bash target by hand: per host, the copy of
+    ``hosts/<host>/`` to its folder (the systemd units and deploy name it), then each start
+    phase on every host (encoders, engines, routers: each phase after the previous one is up
+    everywhere). Every word is a host name, address, user, path or unit name, all of which
+    the schema restricts to shell-safe characters; they are quoted anyway."""
+    q = common.shq
+    per = common.units_by_node(plan)
+    copies: list[str] = []
+    phases: dict[str, list[str]] = {"encoders": [], "engines": [], "routers": []}
+    waits: dict[str, list[str]] = {"encoders": [], "engines": [], "routers": []}
+    for node in plan.nodes:
+        root = common.root_of(plan, node)
+        target = f"{node.user}@{node.address}" if node.user else node.address
+        ssh = f"ssh -p {node.ssh_port} " if node.ssh_port else "ssh "
+        rsync = f"rsync -a -e 'ssh -p {node.ssh_port}' " if node.ssh_port else "rsync -a "
+        copies.append(f"{rsync}{q(f'hosts/{node.host}/')} {q(f'{target}:{root}/')}")
+        units = per.get(node.index, [])
+        for phase, names in (
+                ("encoders", [u.name for u in units if u.name.startswith("engine-")
+                              and _is_encoder(plan, u.name)]),
+                ("engines", [u.name for u in units if u.kind == "engine"
+                             and not _is_encoder(plan, u.name)]),
+                ("routers", [u.name for u in units if u.kind == "router"])):
+            if names:
+                phases[phase].append(f"{ssh}{q(target)} {q(root + '/sgl-gen-host.sh')} start "
+                                     + " ".join(q(n) for n in names))
+                urls = [u.health_url for u in units if u.name in names and u.health_url]
+                if "systemd" in targets:  # the await script comes with the systemd target
+                    waits[phase].append(f"{ssh}{q(target)} {q(root + '/bin/sgl-gen-await.sh')} "
+                                        "1800 " + " ".join(q(x) for x in urls))
+                else:
+                    waits[phase] += [f"#   {x}" for x in urls]
+    placeholders = [n.host for n in plan.nodes[len(plan.topology.hosts):]] \
+        if not plan.topology.local else []
+    return {"copies": copies, "phases": [(k, v, waits[k]) for k, v in phases.items() if v],
+            "placeholders": placeholders}
+
+
+def _is_encoder(plan: Plan, unit_name: str) -> bool:
+    return any(unit_name.startswith(f"engine-{e.id}") and e.worker_type == "encoder"
+               for m in plan.models for e in m.engines)
 
 
 def _containers(plan: Plan) -> list[tuple[str, str, str, str, str]]:

@@ -70,13 +70,18 @@ def import_slime(file: str | None, settings: list[Setting], *, prefill_num_serve
                              "--sglang-router-port"))
     if "name" not in (data.get("deployment") or {}) and not any(
             st.path == ("deployment", "name") for st in settings):
-        extra.append(Setting(("deployment", "name"), deployment_name(file, "slime"), "(file name)"))
+        named_by = "from the file name" if file else "the default: no file to name it after"
+        extra.append(Setting(("deployment", "name"), deployment_name(file, "slime"),
+                             f"deployment.name ({named_by})"))
     apply_settings(data, smap, extra)
     place(resolve(data, smap))  # every positioned error against the user's own file
     first = [k for k in ("deployment", "cluster", "runtime", "router") if k in data]
     ordered = {k: data[k] for k in first + [k for k in data if k not in first]}
-    facts = ", ".join(s.option for s in extra) or "none"
+    facts = ", ".join(s.option for s in extra if not s.option.startswith("deployment.name ("))
+    name_lines = [f"deployment.name {s.value!r}: {s.option.partition('(')[2].rstrip(')')} "
+             "(--set deployment.name=... to choose one)."
+             for s in extra if s.option.startswith("deployment.name (")]
     return topology_text([
         f"Imported from {source} by sgl-gen {__version__} (`sgl-gen import slime`).",
-        f"Command-line facts written into the file: {facts}.",
+        f"Command-line facts written into the file: {facts or 'none'}.", *name_lines,
         "Models, groups and overrides are kept exactly as slime reads them."], ordered)

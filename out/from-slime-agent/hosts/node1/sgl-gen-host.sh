@@ -6,8 +6,10 @@ set -euo pipefail
 # logs hold server arguments (SGLang logs its api key at start) and run/ holds pidfiles and the
 # engines' secrets files: nothing created here is readable by other users
 umask 077
+# the deployment's folder (/var/lib/sgl-gen/from-slime-agent when sgl-gen deploys it): by default this script's folder,
+# so a copy of hosts/<host>/ anywhere runs where it is
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
-  SGLGEN_ROOT=/var/lib/sgl-gen/from-slime-agent
+  SGLGEN_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
 fi
 export SGLGEN_ROOT
 GRACE="${SGLGEN_STOP_GRACE:-30}"

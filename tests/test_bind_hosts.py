@@ -1,0 +1,186 @@
+"""From a render to real hosts (issue "The first hour"): placeholder node names are said, and
+hosts bind from the command line: ``--set`` YAML flow values and ``--inventory FILE``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from generator.compile.inventory import host_name, read_inventory
+from generator.errors import TopologyError
+from tests.helpers import EXAMPLES, run_cli, write_topo
+
+SLIME = EXAMPLES / "from-slime-pd-basic.yaml"  # a bare slime file: no cluster.hosts
+FACTS = ("--hf-checkpoint", "/models/Qwen3-8B", "--total-gpus", "16")
+PLACEHOLDER = "are placeholders (engines bind --host to them, router URLs call them)"
+
+
+@pytest.mark.parametrize("command", [["plan"], ["validate"], ["render", "-o", "{tmp}"],
+                                     ["export", "slime-args"]])
+def test_placeholder_node_names_are_warned(tmp_path, command):
+    argv = [c.replace("{tmp}", str(tmp_path)) for c in command]
+    r = run_cli(*argv[:1], *argv[1:2] if argv[0] == "export" else (), str(SLIME), *FACTS,
+                *argv[1:] if argv[0] != "export" else ())
+    assert r.exit_code == 0, r.output
+    assert "warning: cluster.hosts: names none of the 2 node(s) this topology uses: node0, " \
+           f"node1 {PLACEHOLDER}" in r.stderr
+    assert "--inventory FILE" in r.stderr
+
+
+def test_no_placeholder_warning_when_hosts_bind_every_node_or_local(tmp_path):
+    hosts = "cluster.hosts=[{name: a, address: 10.0.0.1}, {name: b, address: 10.0.0.2}]"
+    for extra in (["--set", hosts], ["--local"]):
+        r = run_cli("plan", str(SLIME), *FACTS, *extra)
+        assert r.exit_code == 0, r.output
+        assert "placeholder" not in r.stderr
+
+
+def test_a_slurm_topology_names_its_nodes_at_run_time():
+    r = run_cli("plan", str(EXAMPLES / "slurm-pd-multinode.yaml"))
+    assert r.exit_code == 0, r.output
+    assert "placeholder" not in r.stderr
+
+
+def test_set_takes_a_yaml_flow_list_of_hosts():
+    r = run_cli("plan", str(SLIME), *FACTS, "--json", "--set",
+                "cluster.hosts=[{name: gpu-a, address: 10.0.0.1, user: ubuntu}, "
+                "{name: gpu-b, address: '10.0.0.2', port: 2222}]")
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.stdout)
+    assert [(n["host"], n["address"]) for n in plan["nodes"]] == [("gpu-a", "10.0.0.1"),
+                                                                   ("gpu-b", "10.0.0.2")]
+    urls = {e["url"] for m in plan["models"] for e in m["engines"]}
+    assert urls and all(u.startswith(("http://10.0.0.1:", "http://10.0.0.2:")) for u in urls)
+
+
+def test_a_flow_value_is_checked_like_a_file_value():
+    bad = run_cli("plan", str(SLIME), *FACTS, "--set",
+                  "cluster.hosts=[{name: a, address: 10.0.0.1, port: 70000}]")
+    assert bad.exit_code == 1
+    assert "cluster.hosts[0].port: must be <= 65535, got 70000" in bad.stderr
+    unclosed = run_cli("plan", str(SLIME), *FACTS, "--set", "cluster.hosts=[{name: a")
+    assert unclosed.exit_code == 1
+    assert "cluster.hosts: not a YAML flow list or mapping" in unclosed.stderr
+    tagged = run_cli("plan", str(SLIME), *FACTS, "--set", "cluster.hosts=[!!python/object x]")
+    assert "unsupported YAML tag" in tagged.stderr and tagged.exit_code == 1
+    # a quoted value stays a string, as before
+    quoted = run_cli("plan", str(SLIME), *FACTS, "--set", 'deployment.name="[x]"')
+    assert "deployment.name" in quoted.stderr and quoted.exit_code == 1
+
+
+def test_a_flow_mapping_naming_a_credential_is_never_echoed():
+    r = run_cli("plan", str(SLIME), *FACTS, "--set", "runtime.env={HF_TOKEN: hf_secretvalue1}")
+    assert r.exit_code == 1
+    assert "hf_secretvalue1" not in r.output
+    assert "--set runtime.env=***" in r.stderr
+
+
+def test_setting_an_item_of_a_missing_list_hints_at_the_whole_list():
+    r = run_cli("plan", str(SLIME), *FACTS, "--set", "cluster.hosts[0].address=10.0.0.1")
+    assert r.exit_code == 2
+    assert "cluster.hosts: no such list (hint: set the whole list as a YAML flow list: " \
+           "--set 'cluster.hosts=[...]', or --inventory FILE)" in r.stderr
+
+
+# -- --inventory ---------------------------------------------------------------------------------
+
+def test_a_plain_host_list(tmp_path):
+    inv = tmp_path / "hosts"
+    inv.write_text("# my GPU boxes\ngpu1.example.com\nubuntu@10.0.0.2:2222\n\n")
+    assert read_inventory(str(inv)) == [
+        {"name": "gpu1", "address": "gpu1.example.com"},
+        {"name": "10-0-0-2", "address": "10.0.0.2", "user": "ubuntu", "port": 2222}]
+
+
+def test_an_ansible_ini_inventory(tmp_path):
+    inv = tmp_path / "inventory.ini"
+    inv.write_text(
+        "[gpu]\n"
+        "a ansible_host=10.0.0.1 ansible_python_interpreter=/usr/bin/python3\n"
+        "b ansible_host=10.0.0.2 ansible_port=2200 ansible_user=root  # the big one\n"
+        "[gpu:vars]\nansible_user=ubuntu\n"
+        "[login]\nc:2222 ansible_host=10.0.0.3\n"
+        "[all:vars]\nansible_port=22\n"
+        "[cluster:children]\ngpu\nlogin\n")
+    assert read_inventory(str(inv)) == [
+        {"name": "a", "address": "10.0.0.1", "user": "ubuntu", "port": 22},
+        {"name": "b", "address": "10.0.0.2", "user": "root", "port": 2200},
+        {"name": "c", "address": "10.0.0.3", "port": 2222}]
+
+
+def test_an_ansible_yaml_inventory(tmp_path):
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(
+        "all:\n"
+        "  vars: {ansible_user: ops}\n"
+        "  children:\n"
+        "    gpu:\n"
+        "      vars: {ansible_port: '2201'}\n"
+        "      hosts:\n"
+        "        a: {ansible_host: 10.0.0.1}\n"
+        "        b: {ansible_host: 10.0.0.2, ansible_user: root, ansible_port: 2222}\n"
+        "    login:\n"
+        "      hosts:\n"
+        "        c:\n")
+    assert read_inventory(str(inv)) == [
+        {"name": "a", "address": "10.0.0.1", "user": "ops", "port": 2201},
+        {"name": "b", "address": "10.0.0.2", "user": "root", "port": 2222},
+        {"name": "c", "address": "c", "user": "ops"}]
+
+
+@pytest.mark.parametrize("text,where,message", [
+    ("a\nweb[01:10]\n", ":2:1:", "host ranges ('web[01:10]') are not supported"),
+    ("a ansible_port=99999\n", ":1:3:", "port '99999' is not a number from 1 to 65535"),
+    ("a ansible_host\n", ":1:3:", "expected key=value, got 'ansible_host'"),
+    ("[g:weird]\na\n", ":1:1:", "unknown section kind 'weird'"),
+    ("# nothing\n", ":1:1:", "no hosts in this inventory"),
+    ("a.x.com\na.y.com\n", ":2:1:", "both get the sgl-gen host name 'a'"),
+    ("a 'unclosed\n", ":1:1:", "cannot read this line"),
+])
+def test_inventory_errors_are_positioned(tmp_path, text, where, message):
+    inv = tmp_path / "hosts"
+    inv.write_text(text)
+    with pytest.raises(TopologyError) as exc:
+        read_inventory(str(inv))
+    line = exc.value.lines()[0]
+    assert line.startswith(f"{inv}{where}") and message in line, line
+
+
+def test_host_names_follow_the_topology_rule():
+    assert host_name("gpu-01") == "gpu-01"
+    assert host_name("gpu1.example.com") == "gpu1"
+    assert host_name("10.0.0.1") == "10-0-0-1"
+    assert host_name("fe80::1") == "fe80-1"
+
+
+def test_inventory_binds_a_slime_file_on_every_topology_command(tmp_path):
+    inv = tmp_path / "hosts"
+    inv.write_text("a ansible_host=10.0.0.1\nb ansible_host=10.0.0.2 ansible_user=ubuntu\n")
+    r = run_cli("plan", str(SLIME), *FACTS, "--inventory", str(inv), "--json")
+    assert r.exit_code == 0, r.output
+    assert "placeholder" not in r.stderr
+    nodes = json.loads(r.stdout)["nodes"]
+    assert [(n["host"], n["address"], n.get("user")) for n in nodes] == [
+        ("a", "10.0.0.1", None), ("b", "10.0.0.2", "ubuntu")]
+    out = run_cli("export", "slime-args", str(SLIME), *FACTS, "--inventory", str(inv))
+    assert out.exit_code == 0, out.output
+    assert "10.0.0.1:" in out.stdout and "node0" not in out.stdout
+
+
+def test_inventory_and_a_file_that_names_other_hosts_disagree(tmp_path):
+    inv = tmp_path / "hosts"
+    inv.write_text("z ansible_host=10.9.9.9\n")
+    topo = write_topo(tmp_path, """
+        cluster:
+          hosts: [{name: a, address: 10.0.0.1}]
+        sglang:
+          - name: m
+            model_path: /models/m
+            update_weights: false
+            server_groups: [{worker_type: regular, num_gpus: 1}]
+        """)
+    r = run_cli("plan", str(topo), "--inventory", str(inv))
+    assert r.exit_code == 1
+    assert f"but --inventory {inv} says" in r.stderr
+    assert "a CLI value never silently replaces a file value" in r.stderr
