@@ -212,26 +212,87 @@ def _workers_check(router_url: str, expected: set[str],
     return check
 
 
+def runs_dir() -> Path:
+    """Where ``up`` records the runs it started, per user: ``$XDG_STATE_HOME/sgl-gen/runs``
+    (default ``~/.local/state/sgl-gen/runs``), one ``<deployment>.json`` each."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                              ".local", "state")
+    return Path(base) / "sgl-gen" / "runs"
+
+
+def recorded_run(name: str) -> dict[str, Any] | None:
+    """The record ``up`` wrote for deployment ``name`` ({"out", "file", "command"}), if any."""
+    try:
+        data = json.loads((runs_dir() / f"{name}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("out"), str) else None
+
+
+def _record(plan: Plan, out_dir: str | os.PathLike[str], file: str, down_command: str) -> None:
+    from generator.write import write_file
+
+    record = {"deployment": plan.name, "out": str(Path(out_dir).resolve()),
+              "file": os.path.abspath(file), "down": down_command}
+    runs_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_file(runs_dir() / f"{plan.name}.json",
+               (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), 0o600)
+
+
+def forget_run(name: str, out_dir: str | os.PathLike[str]) -> None:
+    """Remove the record of ``name`` when it names ``out_dir`` (another run's stays)."""
+    rec = recorded_run(name)
+    if rec is not None and rec["out"] == str(Path(out_dir).resolve()):
+        (runs_dir() / f"{name}.json").unlink(missing_ok=True)
+
+
+def is_running(plan: Plan, out_dir: str | os.PathLike[str], rehearse: bool = False) -> bool:
+    """Whether any unit of ``plan`` started from ``out_dir`` runs."""
+    return any(_installed(n) and any(
+        line.split()[1:2] == ["running"]
+        for line in _host_script(n, "status", check=False).stdout.splitlines())
+        for n in _nodes(plan, out_dir, rehearse))
+
+
 def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: float,
-       echo: Echo) -> list[tuple[str, str]]:
-    """Start everything; return (model, router URL) pairs. Raises DeployError on failure."""
+       echo: Echo, file: str = "FILE", down_command: str = "sgl-gen down FILE --local",
+       keep_on_failure: bool = False) -> list[tuple[str, str]]:
+    """Start everything; return (model, router URL) pairs. Raises DeployError on failure,
+    having stopped what it started (``keep_on_failure``: left running, the error names
+    ``down_command``). A started run is recorded (:func:`recorded_run`) for ``down``/``status``."""
     if not plan.topology.local:
         raise SglGenError("up runs on this machine only: pass --local", exit_code=2)
     nodes = _nodes(plan, out_dir, rehearse)
     files = _host_files(plan, out_dir, nodes)
-    running = [n for n in nodes if _installed(n) and any(
-        line.split()[1:2] == ["running"]
-        for line in _host_script(n, "status", check=False).stdout.splitlines())]
-    if running:
+    if is_running(plan, out_dir, rehearse):
         raise DeployError(f"{plan.name} is already up on this machine "
-                          f"(state in {state_root(out_dir, plan)}); run `sgl-gen down` first")
+                          f"(state in {state_root(out_dir, plan)}); stop it first: "
+                          f"{down_command}")
     busy = [(p, who) for p, who in plan_ports(plan) if _port_busy(p)]
     if busy:
         raise DeployError("ports already in use on this machine: " + ", ".join(
             f"{p} ({who})" for p, who in busy), )
     for n in nodes:
         _install(files[n.host], n)
-    deadline = time.monotonic() + timeout
+    try:
+        _record(plan, out_dir, file, down_command)
+    except (OSError, SglGenError) as exc:  # only `down` without -o needs it
+        echo(f"warning: cannot record this run in {runs_dir()} ({exc}): stop it with "
+             f"{down_command}")
+    try:
+        return _start(plan, nodes, time.monotonic() + timeout, echo)
+    except DeployError as exc:
+        if keep_on_failure:
+            exc.message += f"\nleft running (--keep-on-failure): stop it with: {down_command}"
+        else:
+            down(plan, out_dir, rehearse=rehearse, echo=lambda _line: None)
+            forget_run(plan.name, out_dir)
+            exc.message += ("\nstopped everything it had started (--keep-on-failure leaves "
+                            "it running to look at)")
+        raise
+
+
+def _start(plan: Plan, nodes: list[_Node], deadline: float, echo: Echo) -> list[tuple[str, str]]:
     echo(f"starting engines of {plan.name} on {len(nodes)} local node(s)")
     for n in nodes:
         engines = [u.name for u in n.units if u.kind == "engine"]
@@ -274,3 +335,26 @@ def down(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, echo: E
                     if line.endswith("stopped") or "SIGKILL" in line:
                         echo(f"  {n.host}: {line}")
     return len(nodes)
+
+
+def status(plan: Plan, out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Per unit started from ``out_dir``: host, unit, kind, state (running, dead, stopped),
+    pid, healthy (its /health answered 200; None when it has no health URL or does not run)
+    and URL. Empty when nothing was started from there."""
+    rows: list[dict[str, Any]] = []
+    for n in _nodes(plan, out_dir, False):
+        if not _installed(n):
+            continue
+        states: dict[str, tuple[str, str]] = {}
+        for line in _host_script(n, "status", check=False).stdout.splitlines():
+            parts = line.split(None, 2)
+            if len(parts) >= 2:
+                states[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "-")
+        for u in n.units:
+            state, pid = states.get(u.name, ("unknown", "-"))
+            healthy = _health_check(u.health_url)() if state == "running" and u.health_url \
+                else None
+            rows.append({"host": n.host, "unit": u.name, "kind": u.kind, "state": state,
+                         "pid": int(pid) if pid.isdigit() else None, "healthy": healthy,
+                         "url": u.health_url.rsplit("/health", 1)[0] if u.health_url else None})
+    return rows

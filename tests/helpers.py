@@ -39,6 +39,11 @@ def errors_of(path: Path, *sets: str, **named: Any) -> list[str]:
     raise AssertionError(f"{path} compiled without errors")
 
 
+def not_warnings(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that are not warnings (``FILE:L:C: warning: ...``)."""
+    return [line for line in stderr.splitlines() if ": warning: " not in line]
+
+
 def run_cli(*args: str):
     """Invoke the CLI in-process; returns click's Result (stdout, stderr, exit_code)."""
     return CliRunner().invoke(main, list(args), catch_exceptions=False)

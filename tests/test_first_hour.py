@@ -85,3 +85,67 @@ def test_a_set_path_that_names_nothing_is_a_usage_error(expr, code):
     r = run_cli("validate", str(EXAMPLES / "basic.yaml"), "--set", expr)
     assert r.exit_code == code, r.output
     assert "Traceback" not in r.output
+
+
+# -- from a render to real hosts: deploy's messages ----------------------------------------------
+
+def test_deploy_without_hosts_says_so_and_how_to_bind_them(tmp_path):
+    for extra in ((), ("--target", "bash")):
+        r = run_cli("deploy", str(SLIME), "--total-gpus", "16", *extra)
+        assert r.exit_code == 2, r.output
+        assert (f"{SLIME}: the topology has no hosts (cluster.hosts): its 2 node(s) node0, node1 "
+                "are placeholders, nothing to reach over SSH (hint: bind hosts with --inventory "
+                "FILE") in r.stderr
+        assert "gaierror" not in r.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_refused_ssh_connection_is_one_plain_sentence(tmp_path):
+    port = _free_port()  # closed again: nothing listens there
+    hosts = f"cluster.hosts=[{{name: a, address: 127.0.0.1, port: {port}}}]"
+    r = run_cli("deploy", str(EXAMPLES / "basic.yaml"), "--set", hosts, "--rehearse",
+                "--connect-timeout", "5")
+    assert r.exit_code == 3, r.output
+    assert (f"a: cannot connect to 127.0.0.1:{port}: the connection to port {port} was refused: "
+            "no SSH server listens there (is sshd running? is the port right?) "
+            "(NoValidConnectionsError: ") in r.stderr
+
+
+def test_a_placeholder_name_in_a_render_is_named_as_such(tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("render", str(EXAMPLES / "basic.yaml"), "-o", str(out)).exit_code == 0
+    r = run_cli("deploy", str(out / "basic"), "--connect-timeout", "5")
+    assert r.exit_code == 3, r.output
+    assert "node0: cannot connect to node0: the name 'node0' does not resolve to an address " \
+           "(a placeholder node name of a topology without cluster.hosts? a typo?) (gaierror: " \
+           in r.stderr
+
+
+@pytest.mark.parametrize("exc,sentence", [
+    ("timeout", "no answer within 10 s: the host is down, a firewall drops the connection"),
+    ("unreach", "there is no route to the host"),
+    ("auth", "authentication failed for ubuntu: the host accepted none of the keys"),
+    ("eof", "the SSH handshake failed (is it an SSH server on that port?)"),
+])
+def test_every_ssh_failure_cause_has_its_sentence(exc, sentence):
+    import errno
+
+    import paramiko
+
+    from generator.deploy.spec import HostSpec
+    from generator.deploy.transport import connect_failure
+
+    made = {"timeout": TimeoutError("timed out"),
+            "unreach": OSError(errno.EHOSTUNREACH, "No route to host"),
+            "auth": paramiko.AuthenticationException("Authentication failed."),
+            "eof": EOFError()}[exc]
+    spec = HostSpec(index=0, host="a", address="10.0.0.1", user="ubuntu", port=2222,
+                    root="/srv/x", units=(), files={}, ports=())
+    assert connect_failure(made, spec, 10).startswith(sentence)

@@ -225,12 +225,42 @@ def test_up_refuses_busy_ports_before_starting_anything(tmp_path):
     assert not (local.state_root(run.out, run.plan)).exists()
 
 
-def test_up_without_local_is_a_usage_error(tmp_path):
-    r = run_cli("up", str(EXAMPLES / "basic.yaml"), "-o", str(tmp_path))
-    assert r.exit_code == 2 and "only --local" in r.output
+def test_up_needs_no_local_flag_and_finds_its_run_without_o(tmp_path, monkeypatch, started):
+    """`up` runs here (no --local needed); it records where its run is, so `status` and `down`
+    given the same FILE find it without the -o used at `up`."""
+    topo = regular_topo(tmp_path, "rec", 1, 1)
+    run = Up(tmp_path, topo)
+    started(run)
+    r = run_cli("up", str(topo), "-o", run.out, "--rehearse", "--timeout", "60")
+    assert r.exit_code == 0, r.output
+    down_cmd = f"sgl-gen down {topo} --local -o {run.out}"
+    assert f"stop it with: {down_cmd}" in r.output
+    again = run_cli("up", str(topo), "-o", run.out, "--rehearse")
+    assert again.exit_code == 3
+    assert f"rec is already up on this machine (state in {local.state_root(run.out, run.plan)}); " \
+           f"stop it first: {down_cmd}" in again.output
+    monkeypatch.chdir(tmp_path / "..")  # -o's default (out) names nothing here
+    st = run_cli("status", str(topo), "--local", "--output", "json")
+    assert st.exit_code == 0, st.output
+    doc = json.loads(st.stdout)
+    assert doc["out"] == str(Path(run.out).resolve())
+    assert [(u["unit"], u["state"], u["healthy"]) for u in doc["units"]] == [
+        ("engine-m-regular-0", "running", True), ("router-m", "running", True)]
+    assert "the run `up` recorded is in" in st.stderr
+    wrong = run_cli("down", str(topo), "--local", "-o", str(tmp_path / "elsewhere"))
+    assert wrong.exit_code == 2
+    assert f"`up` ran it from {Path(run.out).resolve()}: {down_cmd}" in wrong.stderr
+    d = run_cli("down", str(topo), "--local")
+    assert d.exit_code == 0, d.output
+    assert "rec: stopped on 1 local node(s)" in d.output
+    assert local.recorded_run("rec") is None
+    _assert_all_gone(run)
+    st = run_cli("status", str(topo), "--local", "-o", run.out)
+    assert st.exit_code == 3
+    assert all(u.split()[3] == "stopped" for u in st.stdout.splitlines()[1:]), st.stdout
 
 
-def test_health_timeout_names_the_engine_and_shows_its_log(tmp_path, started):
+def test_health_timeout_names_the_engine_and_stops_what_started(tmp_path, started):
     topo = regular_topo(tmp_path, "slow", 1, 1,
                         env='{SGLGEN_REHEARSAL_STARTUP_DELAY: "120"}')
     run = Up(tmp_path, topo)
@@ -239,6 +269,16 @@ def test_health_timeout_names_the_engine_and_shows_its_log(tmp_path, started):
     assert r.exit_code == 3
     assert ("timed out waiting for engines: engine-m-regular-0 http://127.0.0.1:31000/health; "
             "last lines of engine-m-regular-0's log on node0:") in r.output
+    assert "stopped everything it had started (--keep-on-failure leaves it running" in r.output
+    _assert_all_gone(run)
+    assert local.recorded_run("slow") is None
+    # the next up is not refused: nothing runs
+    kept = run_cli(*run.args("up"), "--rehearse", "--timeout", "2", "--keep-on-failure")
+    assert kept.exit_code == 3
+    assert f"left running (--keep-on-failure): stop it with: sgl-gen down {topo} --local -o " \
+           f"{run.out}" in kept.output
+    status = run.host_script("node0", "status")
+    assert "engine-m-regular-0 running" in status.stdout
 
 
 def test_multinode_engine_ranks_join_before_the_router_starts(tmp_path, started):

@@ -50,6 +50,28 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def topology_words() -> list[str]:
+    """The topology options the running command was given, as command-line words (for a
+    command it prints that must compile the same plan: ``down`` after ``up``)."""
+    ctx = click.get_current_context()
+    names = {p.name for p in ctx.command.params if isinstance(p, click.Option)}
+    words: list[str] = []
+    for p in ctx.command.params:
+        if not isinstance(p, click.Option) or p.name not in _TOPOLOGY_PARAMS or p.name not in names:
+            continue
+        value = ctx.params.get(p.name)
+        flag = max(p.opts, key=len)
+        for v in (value if isinstance(value, tuple) else (value,)):
+            if v is not None:
+                words += [flag, str(v)]
+    return words
+
+
+_TOPOLOGY_PARAMS = ("sets", "hf_checkpoint", "total_gpus", "rollout_num_gpus",
+                    "num_gpus_per_engine", "rollout_num_gpus_per_engine", "gpus_per_node",
+                    "nodes", "inventory", "model_configs")
+
+
 #: slime's flag names, accepted by every topology command: (slime's, sgl-gen's)
 SLIME_NAMES = (("rollout_num_gpus", "total_gpus"),
                ("rollout_num_gpus_per_engine", "num_gpus_per_engine"))

@@ -29,7 +29,7 @@ from generator.cli.common import (
     settings,
     warn,
 )
-from generator.cli.local import down_local
+from generator.cli.local import down_local, status_local
 from generator.cli.sshopts import accept_sglang_option, output_option, ssh_options, ssh_settings
 from generator.errors import EXIT_DEPLOY, SglGenError
 
@@ -83,11 +83,15 @@ def _deploy_target(source: str, kw: dict[str, Any]) -> Any:
     warn(plan)
     if plan.topology.local:
         raise SglGenError("deploy works on SSH hosts; use `sgl-gen up --local` here", exit_code=2)
-    if target is None and not plan.topology.hosts:
-        raise SglGenError(f"{source}: the topology lists no SSH hosts (cluster.hosts), only "
-                          f"cluster.nodes: nothing to reach over SSH (hint: add --target slurm "
-                          f"to run it as a Slurm job, or list the hosts in cluster.hosts)",
-                          exit_code=2)
+    if not plan.topology.hosts:
+        names = ", ".join(n.host for n in plan.nodes[:4]) + (", ..." if len(plan.nodes) > 4
+                                                              else "")
+        raise SglGenError(
+            f"{source}: the topology has no hosts (cluster.hosts): its {len(plan.nodes)} "
+            f"node(s) {names} are placeholders, nothing to reach over SSH (hint: bind hosts "
+            f"with --inventory FILE (one host per line, or an Ansible inventory) or --set "
+            f"'cluster.hosts=[{{name: a, address: 10.0.0.1}}, ...]'; --target slurm runs it as "
+            f"a Slurm job; `sgl-gen up` runs it on this machine)", exit_code=2)
     return target_from_plan(plan, choose_targets(target, plan), rehearse)
 
 
@@ -211,6 +215,13 @@ _SSH_ONLY = ("hosts", "ssh_config", "known_hosts", "accept_new_host_keys", "conn
              "accept_image_version", "accept_sglang_version")
 #: options of the Slurm path only
 _SLURM_ONLY = ("run_dir", "job", "no_wait", "now", "slurm_out")
+
+
+def _local_only(kw: dict[str, Any]) -> None:
+    """Drop the SSH and render options a ``--local`` form does not use."""
+    for k in ("hosts", "ssh_config", "known_hosts", "accept_new_host_keys", "connect_timeout",
+              "target"):
+        kw.pop(k, None)
 
 
 def _given(name: str) -> bool:
@@ -490,16 +501,25 @@ def register(main: click.Group) -> None:
     @ssh_options
     @output_option
     @_slurm_options
+    @click.option("--local", is_flag=True, help="What `up` started on this machine.")
+    @click.option("-o", "--out", "out_dir", default="out", show_default=True,
+                  help="With --local: the OUTPUT given to `up` (default: where `up` recorded "
+                       "the run).")
     @boundary
     @json_outcome
-    def status(source: str, output: str, run_dir: str | None, job: str | None,
-               **kw: Any) -> None:
+    def status(source: str, output: str, run_dir: str | None, job: str | None, local: bool,
+               out_dir: str, **kw: Any) -> None:
         """Per unit: supervisor, state, pid, restarts and last exit (systemd), healthy, URL
         (exit 3 unless all run and are healthy). --target slurm: the job's state, then per
-        unit its nodes, state, restarts, CPUs and memory."""
+        unit its nodes, state, restarts, CPUs and memory. --local: what `up` started here."""
         from generator import deploy as d
         from generator.deploy import table
 
+        if local:
+            _local_only(kw)
+            return status_local(source, out_dir, _given("out_dir"), output, **kw)
+        if _given("out_dir"):
+            raise SglGenError("-o/--out: only with --local", exit_code=2)
         if _slurm_route(kw):
             return _slurm_status(source, dict(kw, run_dir=run_dir), job, output)
         target = deploy_target(source, kw)
@@ -572,10 +592,8 @@ def register(main: click.Group) -> None:
             click.echo(sj.down(dep, sj.Slurm(), job, now=now, echo=echo_err))
             return None
         if local:
-            for k in ("hosts", "ssh_config", "known_hosts", "accept_new_host_keys",
-                      "connect_timeout", "target"):
-                kw.pop(k, None)
-            return down_local(file=source, out_dir=out_dir, **kw)
+            _local_only(kw)
+            return down_local(file=source, out_dir=out_dir, out_given=_given("out_dir"), **kw)
         from generator import deploy as d
 
         target = deploy_target(source, kw)
@@ -591,8 +609,9 @@ def register_restart(main: click.Group) -> None:
     @common_options
     @_render_options
     @ssh_options
-    @click.option("--rolling", is_flag=True, required=True,
-                  help="In batches behind their routers, as deploy rolls a change (required).")
+    @click.option("--rolling", is_flag=True,
+                  help="In batches behind their routers, as deploy rolls a change: what restart "
+                       "always does (accepted, as before).")
     @_rollout_options
     @click.option("--allow-downtime", is_flag=True,
                   help="Also restart a role's only serving engines (together; that role has "

@@ -82,6 +82,39 @@ class _HostKeyPolicy:
                   f"to {self.known_hosts}")
 
 
+def connect_failure(exc: BaseException, spec: HostSpec, timeout: float) -> str:
+    """One plain sentence for why an SSH connection failed (the raw error follows it)."""
+    import errno
+    import socket
+
+    import paramiko
+
+    port = spec.port or 22
+    user = spec.user or "the default user (your login name, or the ssh config's User)"
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) and exc.errors:
+        exc = next(iter(exc.errors.values()))
+    if isinstance(exc, socket.gaierror):
+        return (f"the name {spec.address!r} does not resolve to an address (a placeholder "
+                "node name of a topology without cluster.hosts? a typo?)")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return (f"no answer within {timeout:g} s: the host is down, a firewall drops the "
+                "connection, or the address is wrong (--connect-timeout waits longer)")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return (f"authentication failed for {user}: the host accepted none of the keys or "
+                "agent identities offered (check the user, ~/.ssh and ssh-agent)")
+    if isinstance(exc, paramiko.SSHException) and "host key" in str(exc):
+        return "the host's key is not trusted yet"
+    code = getattr(exc, "errno", None)
+    if code == errno.ECONNREFUSED:
+        return (f"the connection to port {port} was refused: no SSH server listens there "
+                "(is sshd running? is the port right?)")
+    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "there is no route to the host (wrong address or network down?)"
+    if isinstance(exc, (EOFError, paramiko.SSHException)):
+        return "the SSH handshake failed (is it an SSH server on that port?)"
+    return "the connection failed"
+
+
 class Host:
     """One open SSH connection to one host of the target."""
 
@@ -150,7 +183,8 @@ class Host:
                 f"{exc.hostname}) and deploy again") from None
         except Exception as exc:  # noqa: BLE001 - every connect failure is reported the same way
             raise DeployError(f"{self.name}: cannot connect to {self.where()}: "
-                              f"{type(exc).__name__}: {exc}") from None
+                              f"{connect_failure(exc, self.spec, self.opts.connect_timeout)} "
+                              f"({type(exc).__name__}: {exc})") from None
         self.conn = conn
 
     def close(self) -> None:
