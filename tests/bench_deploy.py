@@ -91,7 +91,7 @@ class Bench:
 
     def deploy(self, n: int) -> tuple[float, dict[str, Any]]:
         secs, r = timed([sys.executable, "-m", "generator.cli", "deploy", str(self.topo(n)),
-                         "--rehearse", *self.ssh(), "--output", "json", "--timeout", "120"])
+                         "--rehearse", *self.ssh(), "--format", "json", "--timeout", "120"])
         check(r, f"sgl-gen deploy ({n} host(s))")
         return secs, json.loads(r.stdout)
 

@@ -11,7 +11,7 @@ it out with ``--max-unavailable 1``, ``4`` and ``50%``, and with ``--allow-downt
 constant load through the router (tests/loadloop.py: threads sending one request after another,
 no retries, each request with its own prompt so that the cache-aware router spreads them). After
 each rollout every engine must serve the new value and the router must list all of them healthy.
-Prints, per rollout: the number of batches (``rollout.batches`` of ``deploy --output json``;
+Prints, per rollout: the number of batches (``rollout.batches`` of ``deploy --format json``;
 computed as ceil(engines / batch size) and marked so when the output has none), the wall time of
 the deploy, the ideal time batches x (startup delay + drain), their ratio, and the requests sent /
 failed meanwhile with the window in which they failed. Then takes the deployment down.
@@ -269,7 +269,7 @@ class Bench:
         return dict(json.loads(r.stdout))
 
     def deploy(self, *flags: str) -> tuple[float, dict[str, Any]]:
-        secs, r = sgl_gen("deploy", *self.common(), "--output", "json",
+        secs, r = sgl_gen("deploy", *self.common(), "--format", "json",
                           "--timeout", str(self.args.timeout), *flags)
         check(r, f"sgl-gen deploy {' '.join(flags)}")
         return secs, dict(json.loads(r.stdout))
@@ -356,7 +356,7 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
     out.append(f"  ideal = batches x (startup delay {args.startup_delay:g} s + drain "
                f"{args.drain:g} s); --allow-downtime restarts everything at once: 1 batch")
     if any(not r.from_json for r in rows):
-        out.append("  * deploy --output json has no rollout.batches: computed as ceil(engines / "
+        out.append("  * deploy --format json has no rollout.batches: computed as ceil(engines / "
                    "batch size), a percentage rounded down")
     for r in rows:
         if r.first_error:

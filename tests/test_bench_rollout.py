@@ -110,7 +110,7 @@ def test_table() -> None:
         "                  -",
         "  ideal = batches x (startup delay 5 s + drain 1 s); --allow-downtime restarts "
         "everything at once: 1 batch",
-        "  * deploy --output json has no rollout.batches: computed as ceil(engines / batch "
+        "  * deploy --format json has no rollout.batches: computed as ceil(engines / batch "
         "size), a percentage rounded down",
         "  first failure, --allow-downtime: URLError('refused')",
     ]

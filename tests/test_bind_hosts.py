@@ -100,13 +100,14 @@ def test_an_ansible_ini_inventory(tmp_path):
         "a ansible_host=10.0.0.1 ansible_python_interpreter=/usr/bin/python3\n"
         "b ansible_host=10.0.0.2 ansible_port=2200 ansible_user=root  # the big one\n"
         "[gpu:vars]\nansible_user=ubuntu\n"
-        "[login]\nc:2222 ansible_host=10.0.0.3\n"
+        "[login]\nc:2222 ansible_host=10.0.0.3 sgl_gen_workdir=/srv/sgl sgl_gen_supervisor=bash\n"
         "[all:vars]\nansible_port=22\n"
         "[cluster:children]\ngpu\nlogin\n")
     assert read_inventory(str(inv)) == [
         {"name": "a", "address": "10.0.0.1", "user": "ubuntu", "port": 22},
         {"name": "b", "address": "10.0.0.2", "user": "root", "port": 2200},
-        {"name": "c", "address": "10.0.0.3", "port": 2222}]
+        {"name": "c", "address": "10.0.0.3", "port": 2222, "workdir": "/srv/sgl",
+         "supervisor": "bash"}]
 
 
 def test_an_ansible_yaml_inventory(tmp_path):

@@ -75,12 +75,12 @@ class Deployment:
                        *extra)
 
     def deploy(self, *extra: str) -> dict[str, Any]:
-        r = self.cli("deploy", "--output", "json", "--timeout", "120", *extra)
+        r = self.cli("deploy", "--format", "json", "--timeout", "120", *extra)
         assert r.exit_code == 0, r.output
         return json.loads(r.stdout)
 
     def status(self, exit_code: int = 0) -> dict[tuple[str, str], dict[str, Any]]:
-        r = self.cli("status", "--output", "json")
+        r = self.cli("status", "--format", "json")
         assert r.exit_code == exit_code, r.output
         return {(u["host"], u["unit"]): u for u in json.loads(r.stdout)["units"]}
 
@@ -233,7 +233,7 @@ def test_a_new_image_behind_the_name_rolls_the_units(deployment, image):
     # retag onto another image (the mismatch image's rootfs with this version's stand-in)
     other = containerimage.image("0.5.23", variant="b")
     subprocess.run(["podman", "tag", other, tag], check=True, timeout=60)
-    r = d.cli("diff", "--output", "json")
+    r = d.cli("diff", "--format", "json")
     assert r.exit_code == 0, r.output
     reasons = {u["unit"]: u["reason"] for u in json.loads(r.stdout)["units"]}
     assert all(v.startswith(f"its image changed ({tag}: ") for v in reasons.values()), reasons

@@ -67,12 +67,12 @@ class Deployment:
         return run_cli(*self.args(cmd, *extra, source=source))
 
     def deploy_json(self, *extra: str, source: str | None = None) -> dict:
-        r = self.cli("deploy", "--output", "json", "--timeout", "90", *extra, source=source)
+        r = self.cli("deploy", "--format", "json", "--timeout", "90", *extra, source=source)
         assert r.exit_code == 0, r.output
         return json.loads(r.stdout)
 
     def status(self, exit_code: int = 0) -> dict[tuple[str, str], dict]:
-        r = self.cli("status", "--output", "json")
+        r = self.cli("status", "--format", "json")
         assert r.exit_code == exit_code, r.output
         return {(u["host"], u["unit"]): u for u in json.loads(r.stdout)["units"]}
 
@@ -179,7 +179,7 @@ def test_deploy_redeploy_change_one_group_down(deployment, tmp_path):
     # one group's override changes: exactly that group's engines restart
     topo.write_text(EXAMPLE.read_text().replace("mem_fraction_static: 0.8",
                                                 "mem_fraction_static: 0.7"))
-    r = d.cli("diff", "--output", "json")
+    r = d.cli("diff", "--format", "json")
     assert r.exit_code == 0, r.output
     judge = {("node-d", "engine-judge-regular-0"), ("node-d", "engine-judge-regular-1")}
     assert actions(json.loads(r.stdout)) == {k: "restart" if k in judge else "none"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from generator.cli import main
-from tests.helpers import EXAMPLES, run_cli
+from tests.helpers import EXAMPLES, REPO, run_cli
 
 SLIME = EXAMPLES / "from-slime-pd-basic.yaml"
 
@@ -149,3 +153,67 @@ def test_every_ssh_failure_cause_has_its_sentence(exc, sentence):
     spec = HostSpec(index=0, host="a", address="10.0.0.1", user="ubuntu", port=2222,
                     root="/srv/x", units=(), files={}, ports=())
     assert connect_failure(made, spec, 10).startswith(sentence)
+
+
+def test_a_port_that_is_no_ssh_server_is_said_without_paramikos_traceback():
+    """A listener that accepts and hangs up (not sshd): one sentence, and none of the
+    tracebacks paramiko's transport thread would log."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        hosts = f"cluster.hosts=[{{name: a, address: 127.0.0.1, port: {port}}}]"
+        # a process of its own: pytest's log capture would hide what paramiko prints
+        r = subprocess.run([sys.executable, "-m", "generator.cli", "status",
+                            str(EXAMPLES / "basic.yaml"), "--set", hosts, "--format", "json",
+                            "--connect-timeout", "5"], capture_output=True, text=True,
+                           cwd=REPO, timeout=60)
+    finally:
+        srv.close()
+    assert r.returncode == 3, r.stderr
+    assert "the SSH handshake failed (is it an SSH server on that port?)" in r.stderr
+    assert "Traceback" not in r.stderr and "Exception (client)" not in r.stderr
+    assert json.loads(r.stdout)["ok"] is False
+
+
+# -- one meaning per option name -----------------------------------------------------------------
+
+def test_out_is_where_files_go_and_format_is_how_reports_print(tmp_path):
+    """-o/--out: where a command writes (render/up/down/status --local: a directory; import:
+    a file); --format: text|json. --output, the old name of both, still works, with a note."""
+    new = run_cli("render", str(EXAMPLES / "basic.yaml"), "--out", str(tmp_path / "a"))
+    assert new.exit_code == 0 and (tmp_path / "a" / "basic" / "plan.json").is_file()
+    assert "note:" not in new.stderr
+    old = run_cli("render", str(EXAMPLES / "basic.yaml"), "--output", str(tmp_path / "b"))
+    assert old.exit_code == 0 and (tmp_path / "b" / "basic" / "plan.json").is_file()
+    assert "note: --output is now -o/--out for `sgl-gen render`; --output still works" \
+        in old.stderr
+    both = run_cli("render", str(EXAMPLES / "basic.yaml"), "-o", str(tmp_path / "a"),
+                   "--output", str(tmp_path / "b"))
+    assert both.exit_code == 2 and "disagree (they are one option)" in both.output
+    src = EXAMPLES / "sources" / "slime_sglang_pd.yaml"
+    imp = run_cli("import", "slime", str(src), "--hf-checkpoint", "/m", "--total-gpus", "16",
+                  "--output", str(tmp_path / "t.yaml"))
+    assert imp.exit_code == 0 and (tmp_path / "t.yaml").is_file()
+    assert "note: --output is now -o/--out for `sgl-gen import slime`" in imp.stderr
+    for spelling in ("--format", "--output"):
+        r = run_cli("deploy", str(SLIME), "--total-gpus", "16", spelling, "json")
+        assert r.exit_code == 2
+        assert json.loads(r.stdout)["ok"] is False  # the JSON form, whichever the spelling
+        assert ("note: --output is now --format" in r.stderr) == (spelling == "--output")
+    bad = run_cli("status", str(SLIME), "--format", "yaml")
+    assert bad.exit_code == 2 and "'yaml' is not one of 'text', 'json'" in bad.output

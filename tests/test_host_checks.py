@@ -208,7 +208,7 @@ class Fleet:
                 *(x for s in [*base, *sets] for x in ("--set", s)), *extra]
 
     def check(self, *sets: str, extra: tuple[str, ...] = ()) -> dict:
-        r = run_cli(*self.args("check", *sets, extra=("--output", "json", *extra)))
+        r = run_cli(*self.args("check", *sets, extra=("--format", "json", *extra)))
         assert r.exit_code in (0, 3), r.output
         doc = json.loads(r.stdout)
         assert (r.exit_code == 0) == doc["ok"]

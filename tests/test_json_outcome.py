@@ -27,7 +27,7 @@ def test_an_unreachable_host_gives_one_json_document(tmp_path, command):
     topo = write_topo(tmp_path, LONE)
     known = tmp_path / "known_hosts"
     known.write_text("")
-    r = run_cli(command, str(topo), "--output", "json", "--known-hosts", str(known),
+    r = run_cli(command, str(topo), "--format", "json", "--known-hosts", str(known),
                 "--connect-timeout", "5")
     assert r.exit_code == 3, r.output
     doc = json.loads(r.stdout)  # exactly one document: json.loads refuses trailing data
@@ -38,7 +38,7 @@ def test_an_unreachable_host_gives_one_json_document(tmp_path, command):
 @pytest.mark.parametrize("command", ["deploy", "diff", "status", "check"])
 def test_an_invalid_topology_gives_one_json_document(tmp_path, command):
     topo = write_topo(tmp_path, LONE.replace("num_gpus: 1,", "num_gpus: 3,"))
-    r = run_cli(command, str(topo), "--output", "json")
+    r = run_cli(command, str(topo), "--format", "json")
     assert r.exit_code == 1, r.output
     doc = json.loads(r.stdout)
     assert doc == {"deployment": None, "ok": False, "exit_code": 1, "error": doc["error"]}

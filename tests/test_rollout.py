@@ -66,7 +66,7 @@ def _deploy_under_load(d: Deployment, *extra: str, code: int = 0):
     with Load(_routers(d), rate=20, threads_per_router=2) as load:
         load.wait_ok(2)
         t0 = time.monotonic()
-        r = d.cli("deploy", "--output", "json", "--timeout", "90", "--drain", "5", *extra)
+        r = d.cli("deploy", "--format", "json", "--timeout", "90", "--drain", "5", *extra)
         took = time.monotonic() - t0
         time.sleep(1)  # requests sent just after the deploy returned count too
     assert r.exit_code == code, r.output
@@ -137,7 +137,7 @@ def test_membership_changes_live_without_restarting_the_router(rollout):
     # one judge engine fewer: drained out of its router and stopped, the router stays
     _edit(d, judge, judge.replace("4", "3"))
     _edit(d, "total_gpus: 16", "total_gpus: 15")
-    r = d.cli("diff", "--output", "json")
+    r = d.cli("diff", "--format", "json")
     assert r.exit_code == 0, r.output
     plan = json.loads(r.stdout)
     acts = {u["unit"]: u["action"] for u in plan["units"]}
@@ -286,7 +286,7 @@ def test_partial_fleet_rolls_its_hosts_through_a_router_elsewhere(rollout):
     after = _pids(d)
     assert {u for u in before if after[u] != before[u]} == {"engine-big-regular-1"}
     # the rest of the fleet still has the change to roll
-    r = d.cli("diff", "--output", "json")
+    r = d.cli("diff", "--format", "json")
     assert {u["unit"] for u in json.loads(r.stdout)["units"] if u["action"] != "none"} == {
         "engine-big-regular-0"}
 

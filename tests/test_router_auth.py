@@ -175,11 +175,11 @@ def test_deploy_status_rolling_restart_with_router_api_key(hosts, tmp_path, sent
     ssh = ["--ssh-config", str(hosts.ssh_config)]
     outputs = []
     try:
-        r = run_cli("deploy", str(topo), "--rehearse", *ssh, "--output", "json",
+        r = run_cli("deploy", str(topo), "--rehearse", *ssh, "--format", "json",
                     "--timeout", "60")
         outputs.append(r.output)
         assert r.exit_code == 0, r.output
-        st = run_cli("status", str(topo), "--rehearse", *ssh, "--output", "json")
+        st = run_cli("status", str(topo), "--rehearse", *ssh, "--format", "json")
         outputs.append(st.output)
         assert st.exit_code == 0, st.output
         units = {u["unit"]: u for u in json.loads(st.stdout)["units"]}

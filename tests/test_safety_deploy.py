@@ -111,7 +111,7 @@ class Site:
         return run_cli(cmd, *src, "--ssh-config", str(self.hosts.ssh_config), *extra)
 
     def deploy(self, *extra: str, source: str | None = None) -> dict:
-        r = self.cli("deploy", "--output", "json", "--timeout", "60", *extra, source=source)
+        r = self.cli("deploy", "--format", "json", "--timeout", "60", *extra, source=source)
         assert r.exit_code == 0, r.output
         return json.loads(r.stdout)
 
@@ -381,7 +381,7 @@ def test_proxyjump_bastion_key_is_checked(hosts, tmp_path):
     known.write_text(target_line + "\n" + bastion_line + "\n")
     ssh = ["--ssh-config", str(cfg), "--rehearse"]
     try:
-        r = run_cli("deploy", str(topo), *ssh, "--timeout", "60", "--output", "json")
+        r = run_cli("deploy", str(topo), *ssh, "--timeout", "60", "--format", "json")
         assert r.exit_code == 0, r.output
         assert {u["unit"]: u["action"] for u in json.loads(r.stdout)["units"]} == {
             ENGINE: "started", "router-m": "started"}

@@ -343,7 +343,7 @@ def test_deploy_submits_follows_and_prints_the_routers(fake, tmp_path):
                             "MEM_MB", "HEALTHY", "URL"]
     assert [x.split()[:4] for x in rows] == [[u, "router" if u.startswith("r") else "engine",
                                               "n1", "healthy"] for u in UNITS]
-    js = run_cli("status", "topo.yaml", "--target", "slurm", "--output", "json")
+    js = run_cli("status", "topo.yaml", "--target", "slurm", "--format", "json")
     doc = json.loads(js.stdout)
     assert (doc["deployment"], doc["job"], doc["job_state"], doc["phase"]) == (
         "sj", "101", "RUNNING", "up")
@@ -398,10 +398,10 @@ def test_deploy_no_wait_and_out_dir(fake, tmp_path):
     assert r.stdout == "submitted job 101\n"
     assert (tmp_path / "runs/x/sgl-gen-job.json").is_file()
     # the rendered directory, as it is (its job pends: refused in that run dir, not in another)
-    r = run_cli("deploy", "o2/sj", "--target", "slurm", "--no-wait", "--output", "json",
+    r = run_cli("deploy", "o2/sj", "--target", "slurm", "--no-wait", "--format", "json",
                 "--run-dir", "runs/x")
     assert r.exit_code == 3 and "is still in the queue" in r.stderr
-    r = run_cli("deploy", "o2/sj", "--target", "slurm", "--no-wait", "--output", "json",
+    r = run_cli("deploy", "o2/sj", "--target", "slurm", "--no-wait", "--format", "json",
                 "--run-dir", "runs/y")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == {"deployment": "sj", "job": "101", "ok": True,
@@ -430,7 +430,7 @@ def test_a_unit_that_fails_ends_deploy_with_its_log_tail(fake, tmp_path):
                                                          "sgl-sj-{job}.out": out}},
                {"squeue": None}], scontrol_job=JOB_INFO.replace(
                    "JobState=RUNNING Reason=None", "JobState=FAILED Reason=NonZeroExitCode"))
-    r = run_cli("deploy", "topo.yaml", "--target", "slurm", "--output", "json")
+    r = run_cli("deploy", "topo.yaml", "--target", "slurm", "--format", "json")
     assert r.exit_code == 3, r.output
     assert ("sj: job 101 failed: engine-m-regular-1 exited (exit 2) after 3 restart(s), "
             "no more left [FAILED, Reason=NonZeroExitCode]") in r.stderr
@@ -598,7 +598,7 @@ def test_status_of_a_job_given_by_id_finds_its_work_dir(fake, tmp_path):
     (work / "sgl-sj-101" / "state.json").write_text(json.dumps(up_state("starting", healthy=2)))
     (fake.root / "cwd").write_text(str(work))
     fake.play([{"squeue": "RUNNING|None|sgn1"}], scontrol_job=JOB_INFO)
-    r = run_cli("status", "topo.yaml", "--target", "slurm", "--job", "101", "--output", "json")
+    r = run_cli("status", "topo.yaml", "--target", "slurm", "--job", "101", "--format", "json")
     assert r.exit_code == 3, r.output  # the router is not healthy yet
     doc = json.loads(r.stdout)
     assert doc["phase"] == "starting"

@@ -86,7 +86,7 @@ def test_deploy_status_logs_down(cluster, tmp_path):  # noqa: F811
     r2 = _cli(cluster, tmp_path, "deploy", str(topo), "--target", "slurm", "--rehearse")
     assert r2.returncode == 3 and "down" in r2.stderr, r2.stderr
 
-    st = _cli(cluster, tmp_path, "status", str(topo), "--target", "slurm", "--output", "json")
+    st = _cli(cluster, tmp_path, "status", str(topo), "--target", "slurm", "--format", "json")
     assert st.returncode == 0, st.stdout + st.stderr
     doc = json.loads(st.stdout)
     assert doc["job"] == job and doc["job_state"] == "RUNNING" and doc["phase"] == "up"
@@ -150,7 +150,7 @@ def test_a_job_that_cannot_be_scheduled_says_so(cluster, tmp_path):  # noqa: F81
 def test_no_wait_submits_and_returns_the_job(cluster, tmp_path):  # noqa: F811
     topo = write_topo(tmp_path, TOPO)
     r = _cli(cluster, tmp_path, "deploy", str(topo), "--target", "slurm", "--rehearse",
-             "--no-wait", "--output", "json")
+             "--no-wait", "--format", "json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["ok"] and doc["job"] in _squeue(cluster)

@@ -101,12 +101,12 @@ class Fleet:
         return run_cli(*self.args(cmd, *extra, source=source))
 
     def deploy_json(self, *extra: str) -> dict:
-        r = self.cli("deploy", "--output", "json", "--timeout", "120", *extra)
+        r = self.cli("deploy", "--format", "json", "--timeout", "120", *extra)
         assert r.exit_code == 0, r.output
         return json.loads(r.stdout)
 
     def status(self, exit_code: int = 0, *sets: str) -> dict[tuple[str, str], dict]:
-        r = self.cli("status", "--output", "json", *(x for s in sets for x in ("--set", s)))
+        r = self.cli("status", "--format", "json", *(x for s in sets for x in ("--set", s)))
         assert r.exit_code == exit_code, r.output
         return {(u["host"], u["unit"]): u for u in json.loads(r.stdout)["units"]}
 
@@ -484,7 +484,7 @@ def test_non_root_user_units_need_lingering(hosts, tmp_path):
                                   f"sgl-solo-{unit}.service", user="alice").stdout.strip()
             assert hosts.ssh(host, f"stat -c %U /proc/{pid}").stdout.strip() == "alice"
         assert generate(f"http://{host.address}:30000")["engine_id"] == "m-regular-0"
-        r = run_cli("status", str(topo), "--rehearse", *ssh, "--output", "json")
+        r = run_cli("status", str(topo), "--rehearse", *ssh, "--format", "json")
         assert r.exit_code == 0, r.output
         assert {u["supervisor"] for u in json.loads(r.stdout)["units"]} == {"systemd"}
         r = run_cli("logs", str(topo), "--rehearse", *ssh, "engine-m-regular-0", "-n", "20")

@@ -240,7 +240,7 @@ def test_up_needs_no_local_flag_and_finds_its_run_without_o(tmp_path, monkeypatc
     assert f"rec is already up on this machine (state in {local.state_root(run.out, run.plan)}); " \
            f"stop it first: {down_cmd}" in again.output
     monkeypatch.chdir(tmp_path / "..")  # -o's default (out) names nothing here
-    st = run_cli("status", str(topo), "--local", "--output", "json")
+    st = run_cli("status", str(topo), "--local", "--format", "json")
     assert st.exit_code == 0, st.output
     doc = json.loads(st.stdout)
     assert doc["out"] == str(Path(run.out).resolve())

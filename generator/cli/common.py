@@ -50,6 +50,61 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _renamed(new: click.Option, old_dest: str, old_flag: str, new_flags: str) -> Callable[..., Any]:
+    """A decorator adding option ``new`` and, hidden, its old spelling ``old_flag`` (dest
+    ``old_dest``): the old one still works, with a note on stderr; both, disagreeing, is a
+    usage error."""
+    def deco(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from click.core import ParameterSource
+
+            old = kwargs.pop(old_dest, None)
+            if old is not None:
+                ctx = click.get_current_context()
+                dest = new.name or ""
+                if ctx.get_parameter_source(dest) == ParameterSource.COMMANDLINE \
+                        and kwargs[dest] != old:
+                    raise click.UsageError(f"{old_flag} {old} and {new_flags} {kwargs[dest]} "
+                                           "disagree (they are one option)")
+                click.echo(f"note: {old_flag} is now {new_flags} for `sgl-gen "
+                           f"{ctx.command_path.split(' ', 1)[-1]}`; {old_flag} still works",
+                           err=True)
+                kwargs[dest] = old
+            return f(*args, **kwargs)
+        hidden = click.option(old_flag, old_dest, hidden=True, default=None,
+                              type=new.type, help=f"Old spelling of {new_flags}.")
+        return hidden(_attach(new)(wrapper))
+    return deco
+
+
+def _attach(option: click.Option) -> Callable[..., Any]:
+    def deco(f: Callable[..., Any]) -> Callable[..., Any]:
+        params = f.__dict__.setdefault("__click_params__", [])
+        params.append(option)
+        return f
+    return deco
+
+
+def out_option(help: str, default: str | None = None, dest: str = "out_dir"
+               ) -> Callable[..., Any]:
+    """``-o/--out PATH``: where a command writes (a directory or a file). ``--output PATH``,
+    its old spelling, still works (with a note): ``--output`` now means ``--format``'s
+    text|json on the commands that print reports."""
+    new = click.Option(["-o", "--out", dest], default=default, show_default=default is not None,
+                       help=help)
+    return _renamed(new, f"{dest}_old_spelling", "--output", "-o/--out")
+
+
+def format_option(choices: tuple[str, ...] = ("text", "json")) -> Callable[..., Any]:
+    """``--format text|json``: how a report is printed (``output`` in the command). Its old
+    spelling ``--output text|json`` still works (with a note)."""
+    new = click.Option(["--format", "output"], type=click.Choice(list(choices)),
+                       default="text", show_default=True,
+                       help="text tables, or one JSON document on stdout.")
+    return _renamed(new, "output_old_spelling", "--output", "--format")
+
+
 def topology_words() -> list[str]:
     """The topology options the running command was given, as command-line words (for a
     command it prints that must compile the same plan: ``down`` after ``up``)."""

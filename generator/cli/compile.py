@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from generator.cli.common import boundary, choose_targets, common_options, settings, warn
+from generator.cli.common import (
+    boundary,
+    choose_targets,
+    common_options,
+    out_option,
+    settings,
+    warn,
+)
 from generator.errors import EXIT_INVALID
 
 
@@ -50,8 +57,7 @@ def plan_cmd(file: str, as_json: bool, local: bool, **kw: Any) -> None:
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=True))
 @common_options
-@click.option("-o", "--output", "out_dir", default="out", show_default=True,
-              help="Output directory; files go to OUTPUT/<deployment>/.")
+@out_option("Output directory; files go to OUT/<deployment>/.", default="out")
 @click.option("--target", "target", metavar="LIST",
               help="Comma-separated targets: bash,systemd,slurm (default: bash,systemd, plus slurm "
                    "when the topology has cluster.slurm).")
@@ -59,7 +65,7 @@ def plan_cmd(file: str, as_json: bool, local: bool, **kw: Any) -> None:
               help="Swap the engine command for the stdlib rehearsal engine; nothing else changes.")
 @click.option("--local", is_flag=True, help="Map every node to 127.0.0.1 (as `up --local`).")
 @click.option("--check", is_flag=True,
-              help="Write nothing; exit 1 if OUTPUT/<deployment>/ differs from a fresh render.")
+              help="Write nothing; exit 1 if OUT/<deployment>/ differs from a fresh render.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary line.")
 @boundary
 def render(file: str, out_dir: str, target: str | None, rehearse: bool, local: bool,

@@ -26,6 +26,7 @@ from generator.cli.common import (
     common_options,
     json_outcome,
     note_deployment,
+    out_option,
     settings,
     warn,
 )
@@ -419,7 +420,7 @@ def register(main: click.Group) -> None:
                        "topology was validated against (a warning instead of an error).")
     @accept_sglang_option
     @output_option
-    @click.option("-o", "slurm_out", default=None, metavar="OUT",
+    @click.option("-o", "--out", "slurm_out", default=None, metavar="OUT",
                   help="With --target slurm and a FILE: render into OUT/<deployment>/ "
                        "(default: out), as `sgl-gen render FILE -o OUT --target slurm`.")
     @_run_dir_option
@@ -573,8 +574,8 @@ def register(main: click.Group) -> None:
     @common_options
     @_render_options
     @ssh_options
-    @click.option("-o", "--output", "out_dir", default="out", show_default=True,
-                  help="With --local: the OUTPUT given to `up`.")
+    @out_option("With --local: the OUT given to `up` (default: where `up` recorded the run).",
+                default="out")
     @click.option("--local", is_flag=True, help="Stop what `up --local` started on this machine.")
     @_slurm_options
     @click.option("--now", is_flag=True,

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from generator.cli.common import boundary, common_options, settings, warn
+from generator.cli.common import boundary, common_options, out_option, settings, warn
 from generator.errors import SglGenError
 from generator.write import write_file
 
@@ -52,7 +52,7 @@ def register(main: click.Group) -> None:
                   help="Port of the (first) model's router.")
     @click.option("--rollout-external", is_flag=True,
                   help="Accepted to report slime's mutual exclusion with --sglang-config.")
-    @click.option("-o", "--output", help="Write the topology here instead of stdout.")
+    @out_option("Write the topology to this file instead of stdout.", dest="output")
     @boundary
     def import_slime_cmd(file: str | None, prefill_num_servers: int | None,
                          sglang_router_port: int | None, rollout_external: bool,
@@ -68,7 +68,7 @@ def register(main: click.Group) -> None:
         @import_group.command(name, help=doc)
         @click.argument("file", type=click.Path(dir_okay=False))
         @common_options
-        @click.option("-o", "--output", help="Write the topology here instead of stdout.")
+        @out_option("Write the topology to this file instead of stdout.", dest="output")
         @boundary
         def cmd(file: str, output: str | None, **kw: Any) -> None:
             from importlib import import_module
@@ -92,7 +92,7 @@ def register(main: click.Group) -> None:
     @click.option("--args-key", help="Top-level key of the launcher args block "
                                      "(default: router_server_args, or the one block with "
                                      "server/router keys).")
-    @click.option("-o", "--output", help="Write the topology here instead of stdout.")
+    @out_option("Write the topology to this file instead of stdout.", dest="output")
     @boundary
     def import_rlinf_cmd(file: str, component: str, args_key: str | None, output: str | None,
                          **kw: Any) -> None:

@@ -13,6 +13,7 @@ import click
 from generator.cli.common import (
     boundary,
     common_options,
+    out_option,
     settings,
     topology_words,
     warn,
@@ -38,8 +39,8 @@ def _write_render(plan: Any, out_dir: str, targets: tuple[str, ...], rehearse: b
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=True))
 @common_options
-@click.option("-o", "--output", "out_dir", default="out", show_default=True,
-              help="Output directory; files go to OUTPUT/<deployment>/, run state to OUTPUT/.run/.")
+@out_option("Output directory; files go to OUT/<deployment>/, run state to OUT/.run/.",
+            default="out")
 @click.option("--local", is_flag=True,
               help="Every node on this machine (127.0.0.1): what up always does (accepted, as "
                    "before; `sgl-gen deploy` runs on hosts).")

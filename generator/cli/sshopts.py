@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from generator.cli.common import format_option
+
 
 def ssh_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
@@ -37,9 +39,8 @@ def accept_sglang_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def output_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--output", "output", type=click.Choice(["text", "json"]),
-                        default="text", show_default=True,
-                        help="text tables, or one JSON document on stdout.")(f)
+    """``--format text|json`` (old spelling ``--output``, which still works)."""
+    return format_option()(f)
 
 
 def ssh_settings(kw: dict[str, Any]) -> tuple[Any, tuple[str, ...]]:

@@ -9,7 +9,8 @@ also be ``USER@HOST[:PORT]``. ``[group]`` sections list hosts, ``[group:vars]`` 
 variables (``ansible_user``, ``ansible_port`` apply to hosts that set none), ``[group:children]``
 are skipped (their hosts are listed in their own sections). Every host of the file is taken,
 in the order of first appearance. Variables other than the three are Ansible's business and
-ignored. Errors name the file, line and column.
+ignored; ``sgl_gen_workdir`` and ``sgl_gen_supervisor`` give a host's ``workdir`` and
+``supervisor``. Errors name the file, line and column.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from generator.errors import Diagnostic, TopologyError
 #: Ansible's variable -> the host field it gives (the ``ansible_ssh_*`` forms are its old names)
 _VARS = {"ansible_host": "address", "ansible_ssh_host": "address",
          "ansible_user": "user", "ansible_ssh_user": "user",
-         "ansible_port": "port", "ansible_ssh_port": "port"}
+         "ansible_port": "port", "ansible_ssh_port": "port",
+         # sgl-gen's own, for what differs per host: cluster.hosts[].workdir and .supervisor
+         "sgl_gen_workdir": "workdir", "sgl_gen_supervisor": "supervisor"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _RANGE = re.compile(r"\[[^\]]*:[^\]]*\]")
 
@@ -72,7 +75,7 @@ class _Hosts:
                 continue
             names[name] = inv_name
             host: dict[str, Any] = {"name": name, "address": merged.get("address", inv_name)}
-            for key in ("user", "port"):
+            for key in ("user", "port", "workdir", "supervisor"):
                 if key in merged:
                     host[key] = merged[key]
             out.append(host)

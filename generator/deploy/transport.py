@@ -147,8 +147,17 @@ class Host:
         return known
 
     def connect(self) -> None:
+        import logging
+
         import paramiko
         from fabric import Config, Connection
+
+        # paramiko's transport thread logs a failed handshake with its traceback; with no
+        # handler configured Python prints that on stderr. The failure is reported once, as a
+        # sentence (connect_failure), instead.
+        quiet = logging.getLogger("paramiko")
+        if not any(isinstance(h, logging.NullHandler) for h in quiet.handlers):
+            quiet.addHandler(logging.NullHandler())
 
         cfg = Config(runtime_ssh_path=os.path.expanduser(self.opts.ssh_config)) \
             if self.opts.ssh_config else Config()
