@@ -281,6 +281,14 @@ def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: 
              f"{down_command}")
     try:
         return _start(plan, nodes, time.monotonic() + timeout, echo)
+    except KeyboardInterrupt:
+        if not keep_on_failure:
+            echo("interrupted: stopping what was started")
+            down(plan, out_dir, rehearse=rehearse, echo=lambda _line: None)
+            forget_run(plan.name, out_dir)
+        else:
+            echo(f"interrupted: left running (--keep-on-failure): stop it with: {down_command}")
+        raise
     except DeployError as exc:
         if keep_on_failure:
             exc.message += f"\nleft running (--keep-on-failure): stop it with: {down_command}"

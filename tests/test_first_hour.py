@@ -217,3 +217,26 @@ def test_out_is_where_files_go_and_format_is_how_reports_print(tmp_path):
         assert ("note: --output is now --format" in r.stderr) == (spelling == "--output")
     bad = run_cli("status", str(SLIME), "--format", "yaml")
     assert bad.exit_code == 2 and "'yaml' is not one of 'text', 'json'" in bad.output
+
+
+def test_every_exit_code_of_the_readme_table_happens(tmp_path):
+    """Each code the README's "Exit codes" table lists, produced here by a command of its row
+    (130, Ctrl-C, by test_up_local.py::test_ctrl_c_during_up_stops_what_started_and_exits_130)."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### Exit codes"):readme.index("No input ever produces")]
+    codes = {int(c) for c in re.findall(r"^\| (\d+) \|", table, re.M)}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sglang:\n  - name: m\n    server_groups: [{worker_type: regular, num_gpus: 0}]\n")
+    port = _free_port()
+    cases = {
+        0: ["validate", str(EXAMPLES / "pd.yaml")],
+        1: ["validate", str(bad)],
+        2: ["validate", str(EXAMPLES / "pd.yaml"), "--no-such-option"],
+        3: ["status", str(EXAMPLES / "basic.yaml"), "--set",
+            f"cluster.hosts=[{{name: a, address: 127.0.0.1, port: {port}}}]"],
+    }
+    assert codes == set(cases) | {130}
+    for code, argv in cases.items():
+        assert run_cli(*argv).exit_code == code, argv

@@ -564,11 +564,11 @@ def test_logs_follow_until_the_job_ends(fake, tmp_path):
     (["down", "--target", "slurm", "--local"], "--local: does not apply"),
     (["deploy", "--run-dir", "x"], "--run-dir: only with --target slurm"),
     (["deploy", "--no-wait"], "--no-wait: only with --target slurm"),
-    (["deploy", "-o", "x"], "-o: only with --target slurm"),
+    (["deploy", "-o", "x"], "--out: only with --target slurm"),
     (["down", "--now"], "--now: only with --target slurm"),
     (["logs", "--job", "5"], "--job: only with --target slurm"),
-    (["deploy"], "no SSH hosts (cluster.hosts), only cluster.nodes"),
-    (["status"], "hint: add --target slurm"),
+    (["deploy"], "the topology has no hosts (cluster.hosts)"),
+    (["status"], "--target slurm runs it as a Slurm job"),
     (["diff", "--target", "slurm"], "`sgl-gen diff` works on SSH hosts only"),
 ])
 def test_routing_usage_errors(fake, args, message):

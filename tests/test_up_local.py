@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,6 +135,70 @@ def test_pd_each_request_reaches_a_prefill_and_a_decode(tmp_path, started):
         (pre,) = reply["prefill"]
         assert pre["engine_id"] in prefill_ports
         assert pre["bootstrap"] == f"http://127.0.0.1:{prefill_ports[pre['engine_id']]}"
+
+
+def test_exported_pd_engines_tell_slime_their_roles(tmp_path, started):
+    """`export slime-args` lists a PD model's engines without roles: slime's external-engine
+    discovery reads each one's /server_info (disaggregation_mode, the bootstrap port, tp_size).
+    Here every exported address answers it with the plan's role, port and width."""
+    run = Up(tmp_path, EXAMPLES / "pd.yaml", f"runtime.python={PY}")
+    started(run)
+    run.up()
+    r = run_cli("export", "slime-args", str(EXAMPLES / "pd.yaml"), "--local",
+                "--set", f"runtime.python={PY}")
+    assert r.exit_code == 0, r.output
+    assert "note: model 'actor' is prefill/decode (2 prefill, 3 decode): slime reads each " \
+           "engine's role and bootstrap port from its /server_info" in r.stderr
+    words = r.stdout.split()
+    assert words[:2] == ["--rollout-external", "--rollout-external-engine-addrs"]
+    engines = {f"{e.address}:{e.port}": e for e in run.plan.models[0].engines}
+    assert sorted(words[2:]) == sorted(engines)
+    for addr in words[2:]:
+        with urllib.request.urlopen(f"http://{addr}/server_info", timeout=5) as resp:
+            info = json.load(resp)
+        e = engines[addr]
+        assert info["disaggregation_mode"] == e.worker_type
+        assert info["tp_size"] == e.tp_size
+        if e.worker_type == "prefill":
+            assert int(info["disaggregation_bootstrap_port"]) == e.bootstrap_port
+
+
+def test_a_copied_host_folder_runs_where_it_is(tmp_path):
+    """hosts/<host>/ copied anywhere: `./sgl-gen-host.sh start` runs there (SGLGEN_ROOT is the
+    script's folder), status says running, logs are written there, and the default workdir
+    is not created."""
+    topo = regular_topo(tmp_path, "copied", 1, 1)
+    out = tmp_path / "out"
+    r = run_cli("render", str(topo), "--local", "--rehearse", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    copy = tmp_path / "elsewhere" / "node0"
+    shutil.copytree(out / "copied" / "hosts" / "node0", copy)
+    env = {k: v for k, v in os.environ.items() if k != "SGLGEN_ROOT"}
+
+    def host(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["./sgl-gen-host.sh", *args], cwd=copy, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    try:
+        assert host("start").returncode == 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:30000/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        st = host("status")
+        assert st.returncode == 0, st.stdout
+        assert [line.split()[:2] for line in st.stdout.splitlines()] == [
+            ["engine-m-regular-0", "running"], ["router-m", "running"]]
+        assert (copy / "logs" / "engine-m-regular-0.log").stat().st_size > 0
+        assert (copy / "run" / "router-m.pid").is_file()
+        assert not Path("/var/lib/sgl-gen/copied").exists()
+    finally:
+        host("stop")
+    assert all(line.split()[1] == "stopped" for line in host("status").stdout.splitlines())
 
 
 def test_pd_wrong_bootstrap_port_in_a_hand_broken_render_fails(tmp_path, started):
@@ -299,3 +364,25 @@ def test_multinode_engine_ranks_join_before_the_router_starts(tmp_path, started)
         assert [p.node_rank for p in e.placements] == [0, 1]
         # one machine: rank 1 serves its health endpoint on a port of its own
         assert e.placements[1].port not in (None, e.port)
+
+
+def test_ctrl_c_during_up_stops_what_started_and_exits_130(tmp_path):
+    topo = regular_topo(tmp_path, "intr", 1, 1, env='{SGLGEN_REHEARSAL_STARTUP_DELAY: "120"}')
+    run = Up(tmp_path, topo)
+    proc = subprocess.Popen([sys.executable, "-m", "generator.cli", "up", str(topo), "--rehearse",
+                             "-o", run.out, "--timeout", "100"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("starting engines of intr"), line
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: stopping what was started" in out
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    _assert_all_gone(run)

@@ -28,7 +28,7 @@ for _module in (compile_commands, local, imports, deploy, hostcheck):
 
 #: under every command's --help (the README's "Exit codes" table has the details)
 EXIT_CODES = ("Exit codes: 0 success (warnings on stderr); 1 invalid input; 2 usage error; "
-              "3 a failure on a host or of the Slurm job; 130 interrupted while following. "
+              "3 a failure on a host or of the Slurm job; 130 interrupted (Ctrl-C). "
               "See the README's \"Exit codes\".")
 
 

@@ -163,6 +163,10 @@ def boundary(f: Callable[..., Any]) -> Callable[..., Any]:
             for line in exc.lines():
                 click.echo(line, err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # Ctrl-C: the documented 130 (click would print "Aborted!" and exit 1)
+            click.echo("interrupted", err=True)
+            sys.exit(130)
     return wrapper
 
 
