@@ -375,7 +375,8 @@ def test_proxyjump_bastion_key_is_checked(hosts, tmp_path):
     known.write_text(bastion_line + "\n")
     r = dry()
     assert r.exit_code == 3, r.output
-    assert f"inner: cannot connect to {private.address}: SSHException: host key" in r.stderr
+    assert f"inner: cannot connect to {private.address}: a host key is not trusted yet " \
+           "(SSHException: host key" in r.stderr
 
     # a whole deploy through the bastion: upload, start, health checks, down
     known.write_text(target_line + "\n" + bastion_line + "\n")

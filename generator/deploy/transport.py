@@ -103,7 +103,7 @@ def connect_failure(exc: BaseException, spec: HostSpec, timeout: float) -> str:
         return (f"authentication failed for {user}: the host accepted none of the keys or "
                 "agent identities offered (check the user, ~/.ssh and ssh-agent)")
     if isinstance(exc, paramiko.SSHException) and "host key" in str(exc):
-        return "the host's key is not trusted yet"
+        return "a host key is not trusted yet"
     code = getattr(exc, "errno", None)
     if code == errno.ECONNREFUSED:
         return (f"the connection to port {port} was refused: no SSH server listens there "
