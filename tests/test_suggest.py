@@ -262,3 +262,41 @@ def test_suggested_disaggregated_topology_comes_up_in_rehearsal(disagg, tmp_path
     finally:
         down = run_cli("down", str(disagg.file), "--local", "-o", out)
     assert down.exit_code == 0, down.output
+
+
+@pytest.mark.parametrize("which", ["agg", "disagg"])
+def test_every_ranked_row_is_a_placeable_topology_and_nothing_is_dropped(which, request):
+    """Each row the library ranked (not only the best) as a topology: it validates, its GPUs
+    add up to the row's, and what sgl-gen maps with a caveat (context parallelism) is a
+    warning in the header and on stderr's list."""
+    from generator.bridges import suggest as sg
+    from generator.compile.loader import parse_text
+    from generator.compile.place import place
+    from generator.compile.resolve import resolve
+
+    case: Case = request.getfixturevalue(which)
+    goal = sg.Goal(MODEL, GPUS, SYSTEM, *case.goal, top=TOP)
+    s = sg.Suggestion(goal=goal, gpus_per_node=8, chosen=case.lib.chosen_exp)
+    s.layouts = {m: [sg.layout_of(m, i + 1, rec, GPUS, 8) for i, rec in enumerate(
+        case.lib.best_configs[m].to_dict("records"))] for m in ("agg", "disagg")}
+    cp_rows = 0
+    for mode, layouts in s.layouts.items():
+        for layout, rec in zip(layouts, case.lib.best_configs[mode].to_dict("records"),
+                               strict=True):
+            text, warned = sg.topology(s, layout)
+            data, smap = parse_text(text, "<t>")
+            plan = place(resolve(data, smap))
+            replicas = GPUS // rec["num_total_gpus"]
+            assert sum(e.gpus_per_engine for e in plan.models[0].engines) == (
+                replicas * rec["num_total_gpus"])
+            cp = max(int(rec.get("cp", rec.get("(p)cp", 1)) or 1), 1)
+            if cp > 1:
+                cp_rows += 1
+                assert any("context parallelism" in w for w in warned)
+                assert all(f"# {w}" in text for w in warned)
+                role = "regular" if mode == "agg" else "prefill"
+                group = next(g for g in data["sglang"][0]["server_groups"]
+                             if g["worker_type"] == role)
+                assert group["overrides"]["attn_cp_size"] == cp
+    if which == "disagg":
+        assert cp_rows, "the disaggregated goal's ranking has a context-parallel row"

@@ -82,13 +82,12 @@ class Group:
         return self.tp * self.pp * self.attn_dp * self.attn_cp
 
     def describe(self) -> str:
-        parts = [f"TP{self.tp * self.attn_dp * self.attn_cp}"]
-        parts += [f"PP{self.pp}"] * (self.pp > 1)
-        parts += [f"attention DP{self.attn_dp}"] * (self.attn_dp > 1)
-        parts += [f"attention CP{self.attn_cp}"] * (self.attn_cp > 1)
-        parts += [f"EP{self.ep}"] * (self.ep > 1)
+        shape = f"TP{self.tp * self.attn_dp * self.attn_cp}" + f" PP{self.pp}" * (self.pp > 1)
+        inner = [f"attention DP{self.attn_dp}"] * (self.attn_dp > 1)
+        inner += [f"attention CP{self.attn_cp}"] * (self.attn_cp > 1)
+        inner += [f"EP{self.ep}"] * (self.ep > 1)
         role = "" if self.role == "regular" else f"{self.role} "
-        return f"{self.engines} {role}x {' '.join(parts)}"
+        return f"{self.engines} {role}x {shape}" + (f" ({', '.join(inner)})" if inner else "")
 
 
 @dataclass(frozen=True)
