@@ -410,6 +410,10 @@ def topology(s: Suggestion, layout: Layout) -> tuple[str, list[str]]:
     """The layout as a commented, validated topology; and its warnings (for stderr)."""
     goal = s.goal
     notes = list(layout.notes)
+    system_gpn = system_gpus_per_node(goal.system)
+    if system_gpn is not None and system_gpn != s.gpus_per_node:
+        notes.append(f"--gpus-per-node {s.gpus_per_node}: the estimate assumed {goal.system}'s "
+                     f"{system_gpn} GPUs per node (its NVLink domain)")
     groups = []
     for g in layout.groups:
         group: dict[str, Any] = {"worker_type": g.role, "num_gpus": g.engines * g.width,
