@@ -294,11 +294,12 @@ def _group(rec: dict[str, Any], p: str, role: str, workers: int, batch_key: str,
     bs, global_bs = _int(rec, p + batch_key, 0), _int(rec, p + "global_" + batch_key, 0)
     kv = str(rec.get(p + "kvcache") or "")
     moe = moe_tp * moe_ep > 1
-    if moe and moe_tp * moe_ep != tp * dp * cp:
-        raise SglGenError(f"AIConfigurator's {role} worker tp{tp} dp{dp} cp{cp} moe_tp{moe_tp} "
-                          f"moe_ep{moe_ep} does not add up to one SGLang engine; sgl-gen cannot "
-                          f"write it (please report this)")
     what = "" if role == "regular" else f"{role} "
+    if moe and moe_tp * moe_ep != tp * dp * cp:
+        # SGLang runs the MoE layers over the engine's tp_size GPUs (ep_size of them as experts)
+        notes.append(f"{what}MoE layers: AIConfigurator modeled MoE TP{moe_tp} x EP{moe_ep} on "
+                     f"a worker of tp{tp} dp{dp} cp{cp}; SGLang splits them over the engine's "
+                     f"{tp * dp * cp} GPUs (written: ep_size {moe_ep})")
     if cp > 1:
         notes.append(f"{what}context parallelism {cp}: AIConfigurator modeled SGLang prefill CP, "
                      f"which its own SGLang launch arguments do not carry either; written as "
