@@ -6,7 +6,6 @@ the disaggregated one, brought up behind the real router in rehearsal."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -34,7 +33,11 @@ TOP = 3
 
 def need_extra() -> None:
     """A missing [suggest] extra skips by hand and fails in CI (CI=true, or SGLGEN_STRICT=1)."""
-    if importlib.util.find_spec("aiconfigurator") is not None:
+    try:
+        import aiconfigurator  # noqa: F401
+    except ImportError:
+        pass
+    else:
         return
     why = "the [suggest] extra is not installed: pip install 'sgl-gen[suggest]'"
     if os.environ.get("CI") == "true" or STRICT:
@@ -300,3 +303,40 @@ def test_every_ranked_row_is_a_placeable_topology_and_nothing_is_dropped(which, 
                 assert group["overrides"]["attn_cp_size"] == cp
     if which == "disagg":
         assert cp_rows, "the disaggregated goal's ranking has a context-parallel row"
+
+
+def test_a_local_model_directory_is_read_and_written_as_the_model_path(agg, tmp_path):
+    """--model DIR with the model's config.json (here the one AIConfigurator ships for the hub
+    id): the same layout as for the hub id, and DIR, absolute, as the model path."""
+    from aiconfigurator_core import __file__ as core
+
+    model = tmp_path / "qwen3-8b"
+    model.mkdir()
+    shipped = Path(core).parent / "model_configs" / "Qwen--Qwen3-8B_config.json"
+    (model / "config.json").write_bytes(shipped.read_bytes())
+    out = tmp_path / "local.yaml"
+    args = goal_args(AGG_GOAL)
+    args[args.index("--model") + 1] = str(model)
+    r = run_cli("suggest", *args, "-o", str(out))
+    assert r.exit_code == 0, r.output
+    doc = yaml.safe_load(out.read_text())
+    assert doc["sglang"][0]["model_path"] == str(model.resolve())
+    assert doc["sglang"][0]["server_groups"] == agg.doc["sglang"][0]["server_groups"]
+    assert run_cli("validate", str(out)).exit_code == 0
+
+
+CHECK_EXTRA = ("import sys; sys.modules['aiconfigurator'] = None\n"
+               "import pytest\n"
+               "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', "
+               "'tests/test_suggest.py::test_unreachable_targets_exit_1']))\n")
+
+
+@pytest.mark.parametrize("ci, code, says", [("true", 1, "1 failed"), ("", 0, "1 skipped")])
+def test_a_missing_extra_fails_in_ci_and_skips_by_hand(ci, code, says):
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "SGLGEN_STRICT")}
+    if ci:
+        env["CI"] = ci
+    r = subprocess.run([sys.executable, "-c", CHECK_EXTRA], cwd=REPO, capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == code, r.stdout + r.stderr
+    assert says in r.stdout and "[suggest] extra is not installed" in r.stdout
