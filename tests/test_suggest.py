@@ -340,3 +340,45 @@ def test_a_missing_extra_fails_in_ci_and_skips_by_hand(ci, code, says):
                        text=True, timeout=300, env=env)
     assert r.returncode == code, r.stdout + r.stderr
     assert says in r.stdout and "[suggest] extra is not installed" in r.stdout
+
+
+@pytest.mark.slow  # a MoE sweep takes ~40 s on two cores
+def test_moe_attention_dp_becomes_one_engine_with_attn_dp_size():
+    """Qwen3-30B-A3B on 4 GPUs: the library ranks MoE workers with attention DP; each row
+    becomes engines of tp x dp GPUs with attn_dp_size dp (and ep_size when the experts are
+    split), never dp separate engines, and validates."""
+    need_extra()
+    from aiconfigurator.cli.api import cli_default
+
+    from generator.bridges import suggest as sg
+    from generator.compile.loader import parse_text
+    from generator.compile.place import place
+    from generator.compile.resolve import resolve
+
+    model, gpus, goal = "Qwen/Qwen3-30B-A3B", 4, (4000, 500, 1000, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lib = cli_default(model_path=model, total_gpus=gpus, system=SYSTEM, backend="sglang",
+                          isl=goal[0], osl=goal[1], ttft=float(goal[2]), tpot=float(goal[3]),
+                          top_n=TOP)
+    s = sg.Suggestion(goal=sg.Goal(model, gpus, SYSTEM, *goal, top=TOP), gpus_per_node=8,
+                      chosen=lib.chosen_exp)
+    s.layouts = {m: [sg.layout_of(m, i + 1, rec, gpus, 8) for i, rec in enumerate(
+        lib.best_configs[m].to_dict("records"))] for m in ("agg", "disagg")}
+    attn_dp_rows = 0
+    for rec, layout in zip(lib.best_configs["agg"].to_dict("records"), s.layouts["agg"],
+                           strict=True):
+        if rec["dp"] <= 1 or rec["cp"] > 1:
+            continue
+        attn_dp_rows += 1
+        text, _ = sg.topology(s, layout)
+        data, smap = parse_text(text, "<t>")
+        plan = place(resolve(data, smap))
+        engines = plan.models[0].engines
+        assert len(engines) == gpus // rec["num_total_gpus"]
+        assert {e.tp_size for e in engines} == {rec["tp"] * rec["dp"]}
+        overrides = data["sglang"][0]["server_groups"][0]["overrides"]
+        assert overrides["attn_dp_size"] == rec["dp"]
+        assert overrides.get("ep_size", 1) == rec["moe_ep"]
+        assert overrides["max_running_requests"] == rec["global_bs"]
+    assert attn_dp_rows, "the MoE goal's aggregated ranking has an attention-DP row"
