@@ -411,6 +411,9 @@ def topology(s: Suggestion, layout: Layout) -> tuple[str, list[str]]:
     """The layout as a commented, validated topology; and its warnings (for stderr)."""
     goal = s.goal
     notes = list(layout.notes)
+    if library_version() != AIC_VERSION:
+        notes.append(f"AIConfigurator {library_version()} is installed; sgl-gen reads the results "
+                     f"of {AIC_VERSION} ({INSTALL_HINT.split(' (')[0]} installs it)")
     system_gpn = system_gpus_per_node(goal.system)
     if system_gpn is not None and system_gpn != s.gpus_per_node:
         notes.append(f"--gpus-per-node {s.gpus_per_node}: the estimate assumed {goal.system}'s "
