@@ -8,8 +8,12 @@ SGLANG_VENVS="${SGLANG_VENVS:-/opt/sgl-gen-sglang}"
 
 bash .ci/install-system.sh
 
-echo "== pip: sgl-gen (editable) with test extras"
-"$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "== pip: sgl-gen (editable) with test extras, and [suggest] (AIConfigurator 0.12.0 for sgl-gen suggest)"
+# [suggest] adds ~810 MB to a fresh venv in ~30 s (~580 MB, ~22 s where numpy, scipy and pydantic
+# already are): pandas, pyarrow, matplotlib, plotly, bokeh, aiconfigurator-core with its offline
+# performance databases; no torch. The same line works in a venv ($PY a venv python) and
+# system-wide; tests/test_suggest.py fails under CI=true when it is missing
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test,suggest]'
 
 echo "== smg 1.13.0 in its own virtualenv ($SMG_VENV): its console scripts clash with sglang-router"
 if [[ ! -x "$SMG_VENV/bin/python" ]]; then

@@ -2,8 +2,9 @@
 
 :func:`main` is the click group; each command module registers its commands on it:
 ``compile`` (validate, plan, render, schema), ``local`` (up --local), ``imports`` (import,
-export), ``deploy`` (the SSH commands, and ``down`` in both forms) and ``hostcheck``
-(``check``, over deploy's SSH options). What they share, the
+export), ``deploy`` (the SSH commands, and ``down`` in both forms), ``hostcheck``
+(``check``, over deploy's SSH options) and ``suggest`` (a layout from AIConfigurator's
+performance model). What they share, the
 topology options and the one error boundary, is in ``common``. No module of this package imports
 this one, and nothing outside the package imports the package.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import click
 
 from generator.cli import compile as compile_commands
-from generator.cli import deploy, hostcheck, imports, local
+from generator.cli import deploy, hostcheck, imports, local, suggest
 from generator.errors import EXIT_INVALID
 
 
@@ -23,7 +24,7 @@ def main() -> None:
     """Compile an SGLang serving topology into launch artifacts."""
 
 
-for _module in (compile_commands, local, imports, deploy, hostcheck):
+for _module in (compile_commands, local, imports, deploy, hostcheck, suggest):
     _module.register(main)
 
 #: under every command's --help (the README's "Exit codes" table has the details)

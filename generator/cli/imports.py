@@ -14,7 +14,7 @@ from generator.errors import SglGenError
 from generator.write import write_file
 
 
-def _write_or_print(text: str, output: str | None) -> None:
+def write_or_print(text: str, output: str | None) -> None:
     """The imported topology on stdout or in ``output``, its first line pointing editors at the
     installed schema (``sgl-gen schema --path``): as a path relative to the written file, or as
     a file URI on stdout (where the file will be saved is not known)."""
@@ -62,7 +62,7 @@ def register(main: click.Group) -> None:
 
         text = import_slime(file, settings(kw), prefill_num_servers=prefill_num_servers,
                             rollout_external=rollout_external, router_port=sglang_router_port)
-        _write_or_print(text, output)
+        write_or_print(text, output)
 
     def _framework(name: str, doc: str) -> None:
         @import_group.command(name, help=doc)
@@ -77,7 +77,7 @@ def register(main: click.Group) -> None:
             text, unmapped = importer(file, settings(kw))
             for line in unmapped:
                 click.echo(line, err=True)
-            _write_or_print(text, output)
+            write_or_print(text, output)
 
     _framework("roll", "ROLL's actor_infer SGLang strategy -> a commented topology; fields it "
                        "cannot map are reported on stderr.")
@@ -104,7 +104,7 @@ def register(main: click.Group) -> None:
                                       args_key=args_key)
         for line in unmapped:
             click.echo(line, err=True)
-        _write_or_print(text, output)
+        write_or_print(text, output)
 
     @main.group("export")
     def export_group() -> None:
