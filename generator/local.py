@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import socket
+import stat
 import subprocess
 import time
 import urllib.error
@@ -220,13 +221,44 @@ def runs_dir() -> Path:
     return Path(base) / "sgl-gen" / "runs"
 
 
-def recorded_run(name: str) -> dict[str, Any] | None:
-    """The record ``up`` wrote for deployment ``name`` ({"out", "file", "command"}), if any."""
+#: a record is a few hundred bytes; anything larger is not one ``up`` wrote
+_MAX_RECORD = 64 * 1024
+
+
+def _read_record(path: Path) -> bytes | None:
+    """The bytes of a run record that is a regular file: never through a symlink (a planted
+    one names a file sgl-gen did not write), never blocking on a FIFO, at most _MAX_RECORD."""
     try:
-        data = json.loads((runs_dir() / f"{name}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("out"), str) else None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, _MAX_RECORD + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) <= _MAX_RECORD else None
+
+
+def recorded_run(name: str) -> dict[str, Any] | None:
+    """The record ``up`` wrote for deployment ``name`` ({"out", "file", "down"}), if any: a
+    record that is not what ``up`` writes (corrupt, a symlink, a FIFO, a relative or NUL-holding
+    path, no down command) is none."""
+    raw = _read_record(runs_dir() / f"{name}.json")
+    try:
+        data = json.loads(raw.decode("utf-8")) if raw is not None else None
+    except ValueError:  # (UnicodeDecodeError is one)
+        return None
+    if not isinstance(data, dict):
+        return None
+    out, down_command = data.get("out"), data.get("down")
+    if not (isinstance(out, str) and isinstance(down_command, str) and os.path.isabs(out)
+            and "\0" not in out):
+        return None
+    return data
 
 
 def _record(plan: Plan, out_dir: str | os.PathLike[str], file: str, down_command: str) -> None:
@@ -235,13 +267,17 @@ def _record(plan: Plan, out_dir: str | os.PathLike[str], file: str, down_command
     record = {"deployment": plan.name, "out": str(Path(out_dir).resolve()),
               "file": os.path.abspath(file), "down": down_command}
     runs_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_file(runs_dir() / f"{plan.name}.json",
+    path = runs_dir() / f"{plan.name}.json"
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise SglGenError(f"{path} is a symlink or not a regular file: not a record sgl-gen "
+                          "wrote, left as it is")
+    write_file(path,
                (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), 0o600)
 
 
 def forget_run(name: str, out_dir: str | os.PathLike[str]) -> None:
     """Remove the record of ``name`` when it names ``out_dir`` (another run's stays)."""
-    rec = recorded_run(name)
+    rec = recorded_run(name)  # (never a symlink: that one is left where it is)
     if rec is not None and rec["out"] == str(Path(out_dir).resolve()):
         (runs_dir() / f"{name}.json").unlink(missing_ok=True)
 

@@ -386,3 +386,75 @@ def test_ctrl_c_during_up_stops_what_started_and_exits_130(tmp_path):
     assert "interrupted: stopping what was started" in out
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     _assert_all_gone(run)
+
+
+# -- the run record: a corrupt, planted or odd one is never trusted, followed or waited on -------
+
+def _records() -> Path:
+    d = local.runs_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.mark.parametrize("record", [
+    '{"out": "/nowhere"}',                      # no "down" command
+    '{"out": "/tmp/x\\u0000y", "down": "d"}',   # a NUL in the path
+    '{"out": "relative/dir", "down": "d"}',     # not the absolute path `up` writes
+    '{"out": 7, "down": "d"}',
+    '[1, 2]',
+    '\xff\xfe not json',
+])
+def test_a_corrupt_run_record_is_no_record(tmp_path, record):
+    topo = regular_topo(tmp_path, "rec", 1, 1)
+    run_dir = tmp_path / "ran"
+    (run_dir / ".run" / "rec").mkdir(parents=True)  # state where a corrupt record may point
+    (_records() / "rec.json").write_bytes(record.replace("/nowhere", str(run_dir))
+                                          .encode("utf-8", "surrogateescape"))
+    for argv in (["down", str(topo), "--local"], ["down", str(topo), "--local", "-o",
+                                                   str(tmp_path / "other")],
+                 ["status", str(topo), "--local"]):
+        r = run_cli(*argv)
+        assert "Traceback" not in r.output
+        assert r.exit_code in (0, 3), r.output
+        assert "the run `up` recorded" not in r.output and "`up` ran it from" not in r.output
+
+
+def test_a_run_record_that_is_a_fifo_does_not_hang_down(tmp_path):
+    topo = regular_topo(tmp_path, "rec", 1, 1)
+    os.mkfifo(_records() / "rec.json")
+    proc = subprocess.run([sys.executable, "-c", "from generator.cli import main; main()",
+                           "down", str(topo), "--local", "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1], env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert "rec: nothing was started from" in proc.stdout
+
+
+def test_a_run_record_planted_as_a_symlink_is_not_followed_or_removed(tmp_path):
+    topo = regular_topo(tmp_path, "rec", 1, 1)
+    run_dir = tmp_path / "ran"
+    (run_dir / ".run" / "rec").mkdir(parents=True)
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text(json.dumps({"out": str(run_dir.resolve()), "down": "sgl-gen down x"}))
+    (_records() / "rec.json").symlink_to(theirs)
+    r = run_cli("down", str(topo), "--local")
+    assert r.exit_code == 0, r.output
+    assert "the run `up` recorded" not in r.output  # the link's target is not sgl-gen's record
+    local.forget_run("rec", run_dir)
+    assert (_records() / "rec.json").is_symlink() and theirs.exists()
+
+
+def test_the_old_output_spelling_names_the_run_as_o_does(tmp_path):
+    """`down FILE --local --output DIR` (the old spelling of -o) is the user naming DIR: when
+    nothing ran from there it is refused as with -o, never the recorded run stopped instead."""
+    topo = regular_topo(tmp_path, "rec", 1, 1)
+    run_dir = tmp_path / "ran"
+    (run_dir / ".run" / "rec").mkdir(parents=True)
+    (_records() / "rec.json").write_text(json.dumps(
+        {"out": str(run_dir.resolve()), "down": f"sgl-gen down {topo} --local -o {run_dir}"}))
+    for flag in ("-o", "--out", "--output"):
+        r = run_cli("down", str(topo), "--local", flag, str(tmp_path / "elsewhere"))
+        assert r.exit_code == 2, (flag, r.output)
+        assert f"`up` ran it from {run_dir.resolve()}" in r.stderr
+        st = run_cli("status", str(topo), "--local", flag, str(tmp_path / "elsewhere"))
+        assert st.exit_code == 2, (flag, st.output)

@@ -71,6 +71,9 @@ def _renamed(new: click.Option, old_dest: str, old_flag: str, new_flags: str) ->
                            f"{ctx.command_path.split(' ', 1)[-1]}`; {old_flag} still works",
                            err=True)
                 kwargs[dest] = old
+                # the old spelling is the user naming the value, as the new one is (`down
+                # --local --output DIR` must not fall back to the recorded run)
+                ctx.set_parameter_source(dest, ParameterSource.COMMANDLINE)
             return f(*args, **kwargs)
         hidden = click.option(old_flag, old_dest, hidden=True, default=None,
                               type=new.type, help=f"Old spelling of {new_flags}.")
