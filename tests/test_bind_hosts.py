@@ -185,3 +185,62 @@ def test_inventory_and_a_file_that_names_other_hosts_disagree(tmp_path):
     assert r.exit_code == 1
     assert f"but --inventory {inv} says" in r.stderr
     assert "a CLI value never silently replaces a file value" in r.stderr
+
+
+# -- hostile inventories -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ch", ["\u2028", "\u2029", "\x0c", "\x0b", "\x85", "\x1c", "\r"])
+def test_a_hidden_line_break_in_an_ini_inventory_is_refused_not_a_second_host(tmp_path, ch):
+    """Python's splitlines() breaks at U+2028, form feed, NEL...: `a ansible_host=10.0.0.1<LS>b`
+    must not become hosts a and b (grep, wc -l and review see one line)."""
+    inv = tmp_path / "hosts"
+    inv.write_bytes(f"x\na ansible_host=10.0.0.1{ch}b\n".encode())
+    with pytest.raises(TopologyError) as exc:
+        read_inventory(str(inv))
+    assert exc.value.lines()[0].startswith(f"{inv}:2:24: "), exc.value.lines()
+
+
+def test_an_ini_inventory_with_a_bom_and_crlf_lines(tmp_path):
+    inv = tmp_path / "hosts"
+    inv.write_bytes(b"\xef\xbb\xbf[gpu]\r\na ansible_host=10.0.0.1\r\nb\r\n")
+    assert read_inventory(str(inv)) == [{"name": "a", "address": "10.0.0.1"},
+                                        {"name": "b", "address": "b"}]
+
+
+def test_an_inventory_of_more_hosts_than_a_topology_may_list_is_refused_quickly(tmp_path):
+    inv = tmp_path / "hosts"
+    inv.write_text("".join(f"h{i}\n" for i in range(200_000)))
+    r = run_cli("plan", str(SLIME), *FACTS, "--inventory", str(inv))
+    assert r.exit_code == 1
+    assert len(r.stderr) < 2000, r.stderr[:300]
+    assert f"{inv}:4097:1: more than 4,096 hosts" in r.stderr
+
+
+@pytest.mark.parametrize("text,where,message", [
+    ("all:\n  hosts:\n    a: 5\n", ":3:8:", "a host's value is a mapping of its variables"),
+    ("all:\n  vars: [1]\n  hosts: {a: }\n", ":2:9:", "vars is a mapping"),
+    ("all:\n  children: [g]\n", ":2:13:", "children is a mapping"),
+    ("- a\n- b\n", ":1:1:", "an Ansible YAML inventory is a mapping of groups"),
+])
+def test_a_yaml_inventory_of_the_wrong_shape_is_positioned(tmp_path, text, where, message):
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(text)
+    with pytest.raises(TopologyError) as exc:
+        read_inventory(str(inv))
+    line = exc.value.lines()[0]
+    assert line.startswith(f"{inv}{where}") and message in line, line
+    assert "sglang" not in line  # a topology's hint is no help for an inventory
+
+
+@pytest.mark.parametrize("text,name,where", [
+    ("a\nb ansible_host=\"$(id)\"\n", "hosts", ":2:3:"),
+    ("a\nb ansible_user=-oProxyCommand=x\n", "hosts", ":2:3:"),
+    ("[g:vars]\nansible_user=Root\n[g]\na\n", "hosts", ":2:1:"),
+    ("all:\n  hosts:\n    a:\n      ansible_host: 'x y'\n", "inv.yaml", ":4:21:"),
+])
+def test_a_bad_inventory_value_is_positioned_in_the_inventory(tmp_path, text, name, where):
+    inv = tmp_path / name
+    inv.write_text(text)
+    r = run_cli("plan", str(SLIME), *FACTS, "--inventory", str(inv))
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"{inv}{where} cluster.hosts["), r.stderr

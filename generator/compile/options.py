@@ -53,6 +53,8 @@ class Setting:
     path: PathT
     value: Any
     option: str  # how the user said it, for messages: "--set a.b=1" or "--total-gpus 16"
+    #: where values under ``path`` are written, when a file gave them (``--inventory FILE``)
+    origins: tuple[tuple[PathT, Origin], ...] = ()
 
 
 def parse_path(text: str) -> PathT:
@@ -244,6 +246,10 @@ def apply_settings(data: dict[str, Any], smap: SourceMap, settings: list[Setting
                     smap.values[sub] = Origin(s.option, 0, 0)
                     if sub and isinstance(sub[-1], str):
                         smap.keys[sub] = Origin(s.option, 0, 0)
+                for sub, origin in s.origins:
+                    smap.values[sub] = origin
+                    if isinstance(sub[-1], str):
+                        smap.keys[sub] = origin
     if errors:
         exc = TopologyError(errors)
         # a path that names nothing in the document (no such list, item, mapping, model) is
