@@ -76,6 +76,37 @@ def test_a_flow_mapping_naming_a_credential_is_never_echoed():
     assert "--set runtime.env=***" in r.stderr
 
 
+@pytest.mark.parametrize("value", [
+    'runtime.env={"HF_TOK\\x45N": hf_abc1}',           # a YAML escape spells the name
+    'runtime.env={"HF_TO\\u004bEN": hf_abc1}',
+    'runtime.env={a: {"\\x48F_TOKEN": hf_abc1}}',       # nested
+    'sglang[0].router.args={"api_\\x6bey": hf_abc1}',
+    "runtime.env=HF_TOKEN: hf_abc1",                    # the block form of the same mapping
+    "runtime.env=[HF_TOKEN, hf_abc1]",
+    "runtime.env=- HF_TOKEN: hf_abc1",
+])
+def test_a_set_value_naming_a_credential_in_any_spelling_is_never_echoed(value):
+    r = run_cli("plan", str(SLIME), *FACTS, "--set", value)
+    assert r.exit_code in (1, 2), r.output
+    assert "hf_abc1" not in r.output, r.output
+    assert "=***" in r.stderr
+
+
+def test_a_block_mapping_on_the_command_line_says_to_write_a_flow_one():
+    r = run_cli("plan", str(SLIME), *FACTS, "--set", "runtime.env=HF_TOKEN: hf_abc1")
+    assert r.exit_code == 1
+    assert "--set runtime.env=***: runtime.env: reads as a YAML block mapping or list" in r.stderr
+    assert "{KEY: VALUE}" in r.stderr
+
+
+def test_a_flow_value_with_too_many_items_says_so():
+    hosts = ", ".join(f"{{name: h{i}, address: 10.0.{i // 256}.{i % 256}}}" for i in range(5000))
+    r = run_cli("plan", str(SLIME), *FACTS, "--set", f"cluster.hosts=[{hosts}]")
+    assert r.exit_code == 1
+    assert "cluster.hosts: list has more than 4,096 items" in r.stderr, r.stderr[:400]
+    assert "_TooMany" not in r.stderr
+
+
 def test_setting_an_item_of_a_missing_list_hints_at_the_whole_list():
     r = run_cli("plan", str(SLIME), *FACTS, "--set", "cluster.hosts[0].address=10.0.0.1")
     assert r.exit_code == 2

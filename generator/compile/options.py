@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from generator.compile.credentials import url_has_credential
 from generator.compile.loader import (
     Origin,
     PathT,
@@ -82,9 +83,22 @@ def parse_set(expr: str) -> Setting:
     key, _, raw = expr.partition("=")
     path = parse_path(key.strip())
     option = _shown(f"--set {expr}", path, f"--set {key}=")
-    if raw.lstrip()[:1] in ("[", "{") and not _no_secret_words(raw):
-        option = f"--set {key}={MASK}"  # a flow mapping naming a credential (env: {HF_TOKEN: x})
-    return Setting(path, parse_scalar(raw, option, path), option)
+    masked = f"--set {key}={MASK}"
+    flow = raw.lstrip()[:1] in ("[", "{")
+    named = not _no_secret_words(raw)  # a word of it names a credential (env: {HF_TOKEN: x})
+    # a YAML escape ("HF_TOK\x45N") can spell any name: such a flow value is masked while it
+    # is parsed, then by what it turned out to name
+    value = parse_scalar(raw, masked if named or (flow and "\\" in raw) else option, path,
+                         refuse_block=named)
+    if flow and (named or _names_credential(value, path)):
+        option = masked  # (a plain value is a credential only by its path: _shown)
+    return Setting(path, value, option)
+
+
+def _names_credential(value: Any, path: PathT) -> bool:
+    """Whether a value holds a credential-named key or a URL with a credential anywhere."""
+    return any(is_secret_path(p) or (isinstance(v, str) and url_has_credential(v))
+               for p, v in walk(value, path))
 
 
 def _no_secret_words(text: str) -> bool:
