@@ -292,10 +292,12 @@ def is_running(plan: Plan, out_dir: str | os.PathLike[str], rehearse: bool = Fal
 
 def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: float,
        echo: Echo, file: str = "FILE", down_command: str = "sgl-gen down FILE --local",
-       keep_on_failure: bool = False) -> list[tuple[str, str]]:
+       keep_on_failure: bool = False, recorded_down: str | None = None
+       ) -> list[tuple[str, str]]:
     """Start everything; return (model, router URL) pairs. Raises DeployError on failure,
     having stopped what it started (``keep_on_failure``: left running, the error names
-    ``down_command``). A started run is recorded (:func:`recorded_run`) for ``down``/``status``."""
+    ``down_command``). A started run is recorded (:func:`recorded_run`) for ``down``/``status``,
+    with ``recorded_down`` (default ``down_command``): the command with absolute paths."""
     if not plan.topology.local:
         raise SglGenError("up runs on this machine only: pass --local", exit_code=2)
     nodes = _nodes(plan, out_dir, rehearse)
@@ -311,7 +313,7 @@ def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: 
     for n in nodes:
         _install(files[n.host], n)
     try:
-        _record(plan, out_dir, file, down_command)
+        _record(plan, out_dir, file, recorded_down or down_command)
     except (OSError, SglGenError) as exc:  # only `down` without -o needs it
         echo(f"warning: cannot record this run in {runs_dir()} ({exc}): stop it with "
              f"{down_command}")

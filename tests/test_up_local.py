@@ -458,3 +458,37 @@ def test_the_old_output_spelling_names_the_run_as_o_does(tmp_path):
         assert f"`up` ran it from {run_dir.resolve()}" in r.stderr
         st = run_cli("status", str(topo), "--local", flag, str(tmp_path / "elsewhere"))
         assert st.exit_code == 2, (flag, st.output)
+
+
+def test_the_recorded_down_command_works_from_any_directory(tmp_path, monkeypatch, started):
+    """`up` run with relative FILE, -o and --inventory records a down command that still names
+    them from elsewhere (the refusal of a wrong -o prints it, to be copied)."""
+    work = tmp_path / "proj"
+    work.mkdir()
+    topo = regular_topo(work, "rel", 1, 1)
+    (work / "hosts").write_text("127.0.0.1\n")
+    monkeypatch.chdir(work)
+
+    class Cleanup:  # the same plan as `up`'s: with the inventory
+        @staticmethod
+        def down() -> None:
+            run_cli("down", str(topo), "--inventory", str(work / "hosts"), "--local", "-o",
+                    str(work / "out"))
+
+    started(Cleanup)
+    r = run_cli("up", topo.name, "-o", "out", "--inventory", "hosts", "--rehearse",
+                "--timeout", "60")
+    assert r.exit_code == 0, r.output
+    assert "stop it with: sgl-gen down topo.yaml --inventory hosts --local -o out" in r.output
+    recorded = local.recorded_run("rel")["down"]
+    assert recorded == (f"sgl-gen down {work / 'topo.yaml'} --inventory {work / 'hosts'} "
+                        f"--local -o {work / 'out'}")
+    monkeypatch.chdir(tmp_path)
+    wrong = run_cli("down", str(topo), "--inventory", str(work / "hosts"), "--local", "-o",
+                    "elsewhere")
+    assert wrong.exit_code == 2
+    assert f"`up` ran it from {work / 'out'}: {recorded}" in wrong.stderr
+    args = recorded.split()[2:]
+    d = run_cli("down", *args)
+    assert d.exit_code == 0, d.output
+    assert "rel: stopped on 1 local node(s)" in d.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -108,9 +109,11 @@ def format_option(choices: tuple[str, ...] = ("text", "json")) -> Callable[..., 
     return _renamed(new, "output_old_spelling", "--output", "--format")
 
 
-def topology_words() -> list[str]:
+def topology_words(absolute: bool = False) -> list[str]:
     """The topology options the running command was given, as command-line words (for a
-    command it prints that must compile the same plan: ``down`` after ``up``)."""
+    command it prints that must compile the same plan: ``down`` after ``up``); ``absolute``:
+    with the files they name (``--inventory``, ``--model-config``) as absolute paths, for a
+    command run from another directory."""
     ctx = click.get_current_context()
     names = {p.name for p in ctx.command.params if isinstance(p, click.Option)}
     words: list[str] = []
@@ -120,8 +123,14 @@ def topology_words() -> list[str]:
         value = ctx.params.get(p.name)
         flag = max(p.opts, key=len)
         for v in (value if isinstance(value, tuple) else (value,)):
-            if v is not None:
-                words += [flag, str(v)]
+            if v is None:
+                continue
+            if absolute and p.name == "inventory":
+                v = os.path.abspath(v)
+            elif absolute and p.name == "model_configs" and "=" in v:
+                name, _, folder = v.partition("=")
+                v = f"{name}={os.path.abspath(os.path.expanduser(folder))}"
+            words += [flag, str(v)]
     return words
 
 
