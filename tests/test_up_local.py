@@ -492,3 +492,30 @@ def test_the_recorded_down_command_works_from_any_directory(tmp_path, monkeypatc
     d = run_cli("down", *args)
     assert d.exit_code == 0, d.output
     assert "rel: stopped on 1 local node(s)" in d.output
+
+
+def test_a_copied_host_folder_finds_itself_with_cdpath_exported(tmp_path):
+    """`node0/sgl-gen-host.sh start` from the folder above and `node0/bin/<unit>.sh` with
+    CDPATH exported: bash's cd then prints the directory it found, which the scripts'
+    own-folder default must not take in as a second line of SGLGEN_ROOT (it made a folder
+    named "node0\\n" beside the copy and wrote the logs there)."""
+    topo = regular_topo(tmp_path, "cdpath", 1, 1, python="/bin/true")  # exits at once
+    out = tmp_path / "out"
+    assert run_cli("render", str(topo), "--local", "-o", str(out)).exit_code == 0
+    where = tmp_path / "elsewhere"
+    shutil.copytree(out / "cdpath" / "hosts" / "node0", where / "node0")
+    env = {k: v for k, v in os.environ.items() if k != "SGLGEN_ROOT"}
+    env["CDPATH"] = f".:{tmp_path}"
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(argv), cwd=where, env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    try:
+        run("node0/sgl-gen-host.sh", "start", "engine-m-regular-0")
+        run("node0/bin/router-m.sh")
+    finally:
+        run("node0/sgl-gen-host.sh", "stop")
+    assert sorted(p.name for p in where.iterdir()) == ["node0"]
+    assert (where / "node0" / "logs" / "engine-m-regular-0.log").is_file()
+    assert (where / "node0" / "logs" / "router-m.log").is_file()
