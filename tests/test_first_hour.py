@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -240,3 +242,28 @@ def test_every_exit_code_of_the_readme_table_happens(tmp_path):
     assert codes == set(cases) | {130}
     for code, argv in cases.items():
         assert run_cli(*argv).exit_code == code, argv
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync")
+def test_the_readmes_copy_command_reaches_an_ipv6_host_over_ssh(tmp_path):
+    """rsync reads HOST::PATH as its daemon protocol: an IPv6 address must be bracketed
+    (user@[fd00::1]:/path) for the README's copy command to go over ssh at all."""
+    out = tmp_path / "out"
+    r = run_cli("render", str(EXAMPLES / "basic.yaml"), "-o", str(out), "--set",
+                "cluster.hosts=[{name: v6, address: 'fd00::1', user: ubuntu, port: 2222}]")
+    assert r.exit_code == 0, r.output
+    readme = (out / "basic" / "README.md").read_text()
+    copy = next(line for line in readme.splitlines() if line.startswith("rsync "))
+    assert copy == ("rsync -a -e 'ssh -p 2222' hosts/v6/ "
+                    "'ubuntu@[fd00::1]:/var/lib/sgl-gen/basic/'"), copy
+    # run it with a stand-in for ssh that records how rsync called it
+    log = tmp_path / "ssh.log"
+    fake = tmp_path / "fake-ssh"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {log}\nexit 1\n')
+    fake.chmod(0o755)
+    argv = shlex.split(copy)
+    argv[argv.index("-e") + 1] = f"{fake} -p 2222"
+    subprocess.run(argv, cwd=out / "basic", capture_output=True, timeout=30)
+    called = log.read_text().split("\n")
+    assert called[:4] == ["-p", "2222", "-l", "ubuntu"] and called[4] == "fd00::1", called
+    assert "--daemon" not in called

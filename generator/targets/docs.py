@@ -33,7 +33,10 @@ def _by_hand(plan: Plan, targets: tuple[str, ...]) -> dict[str, Any]:
         target = f"{node.user}@{node.address}" if node.user else node.address
         ssh = f"ssh -p {node.ssh_port} " if node.ssh_port else "ssh "
         rsync = f"rsync -a -e 'ssh -p {node.ssh_port}' " if node.ssh_port else "rsync -a "
-        copies.append(f"{rsync}{q(f'hosts/{node.host}/')} {q(f'{target}:{root}/')}")
+        # rsync reads HOST::X as its daemon protocol: an IPv6 address goes in brackets
+        bracketed = f"[{node.address}]" if ":" in node.address else node.address
+        dest = f"{node.user}@{bracketed}" if node.user else bracketed
+        copies.append(f"{rsync}{q(f'hosts/{node.host}/')} {q(f'{dest}:{root}/')}")
         units = per.get(node.index, [])
         for phase, names in (
                 ("encoders", [u.name for u in units if u.name.startswith("engine-")
