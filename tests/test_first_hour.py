@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -267,3 +268,30 @@ def test_the_readmes_copy_command_reaches_an_ipv6_host_over_ssh(tmp_path):
     called = log.read_text().split("\n")
     assert called[:4] == ["-p", "2222", "-l", "ubuntu"] and called[4] == "fd00::1", called
     assert "--daemon" not in called
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync")
+def test_the_readmes_copy_commands_work_on_a_fresh_host(tmp_path):
+    """The README's `# copy` block, run as written (ssh stood in for by one that runs the
+    command here), puts hosts/<host>/ in a workdir that does not exist yet: rsync makes only
+    the last folder of its destination."""
+    remote = tmp_path / "remote" / "srv" / "sgl"
+    out = tmp_path / "out"
+    r = run_cli("render", str(EXAMPLES / "basic.yaml"), "-o", str(out), "--set",
+                f"cluster.hosts=[{{name: a, address: 127.0.0.1, workdir: '{remote}'}}]")
+    assert r.exit_code == 0, r.output
+    readme = (out / "basic" / "README.md").read_text()
+    block = readme.split("```bash\n# copy\n", 1)[1].split("\n# start", 1)[0]
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ssh").write_text('#!/bin/sh\n'
+                                'while [ "${1#-}" != "$1" ]; do\n'
+                                '  case "$1" in -p|-l|-o) shift 2 ;; *) shift ;; esac\n'
+                                'done\nshift\nexec sh -c "$*"\n')
+    (bindir / "ssh").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    done = subprocess.run(["bash", "-euc", block], cwd=out / "basic", env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (remote / "basic" / "sgl-gen-host.sh").is_file()
+    assert (remote / "basic" / "bin" / "engine-default-regular-0.sh").is_file()

@@ -19,8 +19,8 @@ def readme(plan: Plan, targets: tuple[str, ...], ctx: dict[str, Any]) -> Artifac
 
 def _by_hand(plan: Plan, targets: tuple[str, ...]) -> dict[str, Any]:
     """The exact commands that run a render's bash target by hand: per host, the copy of
-    ``hosts/<host>/`` to its folder (the systemd units and deploy name it), then each start
-    phase on every host (encoders, engines, routers: each phase after the previous one is up
+    ``hosts/<host>/`` to its folder (made first; the systemd units and deploy name it), then
+    each start phase on every host (encoders, engines, routers: each phase after the previous one is up
     everywhere). Every word is a host name, address, user, path or unit name, all of which
     the schema restricts to shell-safe characters; they are quoted anyway."""
     q = common.shq
@@ -36,6 +36,8 @@ def _by_hand(plan: Plan, targets: tuple[str, ...]) -> dict[str, Any]:
         # rsync reads HOST::X as its daemon protocol: an IPv6 address goes in brackets
         bracketed = f"[{node.address}]" if ":" in node.address else node.address
         dest = f"{node.user}@{bracketed}" if node.user else bracketed
+        # (rsync makes only the last folder of its destination: a fresh host has none)
+        copies.append(f"{ssh}{q(target)} mkdir -p {q(root)}")
         copies.append(f"{rsync}{q(f'hosts/{node.host}/')} {q(f'{dest}:{root}/')}")
         units = per.get(node.index, [])
         for phase, names in (
