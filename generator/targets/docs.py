@@ -20,8 +20,8 @@ def readme(plan: Plan, targets: tuple[str, ...], ctx: dict[str, Any]) -> Artifac
 def _by_hand(plan: Plan, targets: tuple[str, ...]) -> dict[str, Any]:
     """The exact commands that run a render's bash target by hand: per host, the copy of
     ``hosts/<host>/`` to its folder (made first; the systemd units and deploy name it), then
-    each start phase on every host (encoders, engines, routers: each phase after the previous one is up
-    everywhere). Every word is a host name, address, user, path or unit name, all of which
+    each start phase on every host (encoders, engines, routers: each phase after the previous
+    one is up everywhere). Every word is a host name, address, user, path or unit name, all of which
     the schema restricts to shell-safe characters; they are quoted anyway."""
     q = common.shq
     per = common.units_by_node(plan)
