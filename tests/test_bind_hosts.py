@@ -275,3 +275,37 @@ def test_a_bad_inventory_value_is_positioned_in_the_inventory(tmp_path, text, na
     r = run_cli("plan", str(SLIME), *FACTS, "--inventory", str(inv))
     assert r.exit_code == 1
     assert r.stderr.startswith(f"{inv}{where} cluster.hosts["), r.stderr
+
+
+def test_a_flow_value_that_differs_from_the_files_says_where(tmp_path):
+    topo = write_topo(tmp_path, """
+        deployment: {name: e, hf_checkpoint: /models/m, num_gpus_per_engine: 1}
+        runtime: {env: {A: "1"}}
+        cluster:
+          hosts: [{name: a, address: 10.0.0.1}]
+        sglang:
+          - name: m
+            server_groups: [{worker_type: regular, num_gpus: 1}]
+        """)
+    env = run_cli("plan", str(topo), "--set", 'runtime.env={A: "1", B: "2"}')
+    assert env.exit_code == 1
+    assert (f"{topo}:2:16: runtime.env: the file says a mapping but --set runtime.env="
+            '{A: "1", B: "2"} says a mapping: runtime.env.B is not in the file\'s') in env.stderr
+    hosts = run_cli("plan", str(topo), "--set", "cluster.hosts=[{name: a, address: 10.0.0.2}]")
+    assert hosts.exit_code == 1
+    assert ": cluster.hosts[0].address is '10.0.0.1' in the file's, '10.0.0.2' in " \
+           "--set cluster.hosts=" in hosts.stderr
+    secret = run_cli("plan", str(topo), "--set", 'runtime.env={A: "1", HF_TOKEN: "hf_abc9"}')
+    assert secret.exit_code == 1
+    assert "hf_abc9" not in secret.output
+    assert "--set runtime.env=*** says a mapping: runtime.env.HF_TOKEN is not in the file's" \
+        in secret.stderr
+
+
+def test_two_set_options_that_disagree_do_not_blame_the_file(tmp_path):
+    r = run_cli("plan", str(SLIME), *FACTS, "--set", 'runtime.env.B="2"',
+                "--set", 'runtime.env={A: "2"}')
+    assert r.exit_code == 1
+    assert "the file says" not in r.stderr
+    assert "runtime.env: --set runtime.env.B=\"2\" says a mapping but --set runtime.env=" \
+           '{A: "2"} says a mapping' in r.stderr

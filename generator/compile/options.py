@@ -171,6 +171,34 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _difference(a: Any, b: Any, path: PathT, a_name: str, b_name: str) -> str:
+    """``": X is ... in A's, ... in B"``: the first place two lists or mappings differ, for a
+    message that would otherwise say "a mapping" twice (values by ``describe``: masked)."""
+    if not isinstance(a, (dict, list)) or type(a) is not type(b):
+        return ""
+    here = format_path(path)
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f": {here} has {len(a)} item(s) in {a_name}, {len(b)} in {b_name}"
+        pairs = list(zip(range(len(a)), a, b, strict=True))
+    else:
+        pairs = [(k, a[k], b[k]) for k in a if k in b]
+    for k, x, y in pairs:  # a value both have first, then a key only one has
+        if not _same(x, y):
+            sub = (*path, k)
+            deeper = _difference(x, y, sub, a_name, b_name)
+            return deeper or (f": {format_path(sub)} is {describe(x, sub)} in {a_name}, "
+                              f"{describe(y, sub)} in {b_name}")
+    if isinstance(a, dict):
+        for k in b:
+            if k not in a:
+                return f": {format_path((*path, k))} is not in {a_name}"
+        for k in a:
+            if k not in b:
+                return f": {format_path((*path, k))} is not in {b_name}"
+    return ""
+
+
 _NO_SUCH = ("no such list item", "no such list", "is not a mapping",
             "--set can only set mapping keys")
 
@@ -247,10 +275,13 @@ def apply_settings(data: dict[str, Any], smap: SourceMap, settings: list[Setting
                 continue
             if last in node and not _same(node[last], s.value):
                 o = smap.at(s.path)
+                # (another CLI option may have made the value: line 0 names that option)
+                theirs = "the file" if o.line else o.file
                 errors.append(Diagnostic(
                     o.file, o.line, o.col, format_path(s.path),
-                    f"the file says {describe(node[last], s.path)} but {s.option} says "
-                    f"{describe(s.value, s.path)}",
+                    f"{theirs} says {describe(node[last], s.path)} but {s.option} says "
+                    f"{describe(s.value, s.path)}"
+                    + _difference(node[last], s.value, s.path, f"{theirs}'s", s.option),
                     "remove one of them: a CLI value never silently replaces a file value"))
                 continue
             if last not in node:
