@@ -309,3 +309,16 @@ def test_two_set_options_that_disagree_do_not_blame_the_file(tmp_path):
     assert "the file says" not in r.stderr
     assert "runtime.env: --set runtime.env.B=\"2\" says a mapping but --set runtime.env=" \
            '{A: "2"} says a mapping' in r.stderr
+
+
+def test_a_semicolon_inside_an_ini_line_is_part_of_the_value_as_for_ansible(tmp_path):
+    """Ansible's INI reader takes `;` as a comment only at the start of a line: in
+    `ansible_user=ops;rm -rf x` it is part of the value, which is then refused, never cut to
+    `ops` with the rest of the line dropped."""
+    inv = tmp_path / "hosts"
+    inv.write_text("; a comment\na ansible_user=ops;rm\n")
+    assert read_inventory(str(inv)) == [{"name": "a", "address": "a", "user": "ops;rm"}]
+    r = run_cli("plan", str(SLIME), *FACTS, "--inventory", str(inv))
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"{inv}:2:3: cluster.hosts[0].user: 'ops;rm' is not allowed"), \
+        r.stderr

@@ -168,7 +168,7 @@ def _words(text: str, hosts: _Hosts, line: int) -> list[tuple[str, int]] | None:
     try:
         lexer = shlex.shlex(text, posix=True, punctuation_chars=False)
         lexer.whitespace_split = True
-        lexer.commenters = "#;"
+        lexer.commenters = "#"  # (";" only at the start of a line, as for Ansible)
         words = list(lexer)
     except ValueError as exc:
         hosts.err(line, 1, f"cannot read this line: {exc}")
