@@ -322,3 +322,42 @@ def test_a_semicolon_inside_an_ini_line_is_part_of_the_value_as_for_ansible(tmp_
     assert r.exit_code == 1
     assert r.stderr.startswith(f"{inv}:2:3: cluster.hosts[0].user: 'ops;rm' is not allowed"), \
         r.stderr
+
+
+def test_an_ini_parent_groups_vars_reach_the_hosts_of_its_children(tmp_path):
+    """[cluster:vars] applies to the hosts of every group [cluster:children] names (and their
+    children), as in Ansible (and as in a YAML inventory); a child's own vars win."""
+    inv = tmp_path / "hosts"
+    inv.write_text("[gpu]\na\n[login]\nb ansible_port=2200\n"
+                   "[cluster:children]\ngpu\nlogin\n"
+                   "[cluster:vars]\nansible_user=ubuntu\nansible_port=2222\n"
+                   "[top:children]\ncluster\n[top:vars]\nsgl_gen_workdir=/srv/sgl\n"
+                   "[login:vars]\nansible_user=ops\n")
+    assert read_inventory(str(inv)) == [
+        {"name": "a", "address": "a", "user": "ubuntu", "port": 2222, "workdir": "/srv/sgl"},
+        {"name": "b", "address": "b", "user": "ops", "port": 2200, "workdir": "/srv/sgl"}]
+
+
+def _diamonds(levels: int) -> list[str]:
+    """Host a in g0; each g<i> has children g<i>a and g<i>b, each with child g<i-1>: 2**levels
+    paths from g<levels> down to a."""
+    lines = ["[g0]", "a"]
+    for i in range(1, levels + 1):
+        lines += [f"[g{i}a:children]", f"g{i - 1}", f"[g{i}b:children]", f"g{i - 1}",
+                  f"[g{i}:children]", f"g{i}a", f"g{i}b"]
+    return lines
+
+
+def test_ini_groups_nested_as_diamonds_are_read_quickly(tmp_path):
+    inv = tmp_path / "hosts"
+    inv.write_text("\n".join([*_diamonds(200), "[g200:vars]", "ansible_user=ubuntu"]) + "\n")
+    assert read_inventory(str(inv)) == [{"name": "a", "address": "a", "user": "ubuntu"}]
+
+
+def test_ini_groups_that_are_each_others_children_are_refused(tmp_path):
+    inv = tmp_path / "hosts"
+    inv.write_text("\n".join([*_diamonds(3), "[g0:children]", "g3"]) + "\n")
+    with pytest.raises(TopologyError) as exc:
+        read_inventory(str(inv))
+    line = exc.value.lines()[0]
+    assert line.startswith(f"{inv}:") and "is its own child" in line, line

@@ -7,10 +7,10 @@ inventory, of which a plain list, one host per line, is the simplest case. A hos
 ``NAME[:PORT] [ansible_host=ADDRESS] [ansible_user=USER] [ansible_port=PORT]``; a plain line may
 also be ``USER@HOST[:PORT]``. ``[group]`` sections list hosts, ``[group:vars]`` give their
 variables (``ansible_user``, ``ansible_port`` apply to hosts that set none), ``[group:children]``
-are skipped (their hosts are listed in their own sections). Every host of the file is taken,
-in the order of first appearance. Variables other than the three are Ansible's business and
-ignored; ``sgl_gen_workdir`` and ``sgl_gen_supervisor`` give a host's ``workdir`` and
-``supervisor``. Errors name the file, line and column.
+name its child groups, whose hosts get its variables (a child's own win, as in Ansible).
+Every host of the file is taken, in the order of first appearance. Variables other than the
+three are Ansible's business and ignored; ``sgl_gen_workdir`` and ``sgl_gen_supervisor`` give
+a host's ``workdir`` and ``supervisor``. Errors name the file, line and column.
 """
 
 from __future__ import annotations
@@ -186,6 +186,7 @@ def _words(text: str, hosts: _Hosts, line: int) -> list[tuple[str, int]] | None:
 
 def _ini(text: str, hosts: _Hosts) -> None:
     section, kind = "ungrouped", "hosts"
+    parents: dict[str, list[tuple[str, int, int]]] = {}  # group -> (parent, line, col)
     # lines end at LF (CRLF's CR is stripped), as grep and an editor count them: splitlines()
     # would also break at U+2028, form feed, NEL..., which _check_text refuses first
     for line_no, raw in enumerate(text.split("\n"), 1):
@@ -200,10 +201,11 @@ def _ini(text: str, hosts: _Hosts) -> None:
                 hosts.err(line_no, 1, f"unknown section kind {kind!r}",
                           "sections are [group], [group:vars] and [group:children]")
             continue
-        if kind == "children":
-            continue
         words = _words(raw, hosts, line_no)
         if not words:
+            continue
+        if kind == "children":  # one group per line: ``section`` is its parent
+            parents.setdefault(words[0][0], []).append((section, line_no, words[0][1]))
             continue
         if kind == "vars":
             at: dict[str, tuple[int, int]] = {}
@@ -229,7 +231,47 @@ def _ini(text: str, hosts: _Hosts) -> None:
             continue
         fields.update(_variables(rest, hosts, line_no, fields_at))
         if not hosts.add(first, fields, (section,), (line_no, col), fields_at):
-            return
+            break
+    if parents:
+        chains: dict[str, tuple[str, ...]] = {}
+        for name, groups in hosts.chains.items():
+            hosts.chains[name] = [_ancestry(g[-1], parents, chains, hosts) for g in groups]
+
+
+def _ancestry(group: str, parents: dict[str, list[tuple[str, int, int]]],
+              done: dict[str, tuple[str, ...]], hosts: _Hosts) -> tuple[str, ...]:
+    """``group`` and every group it is a child of (``[parent:children]``), outermost first:
+    the order their variables apply in (the innermost wins). Each group is visited once
+    (groups nested as diamonds are many paths, not many groups); a group that is its own
+    ancestor is an error."""
+    if group in done:
+        return done[group]
+    order: list[str] = []
+    seen: set[str] = set()
+    stack: list[tuple[str, int]] = [(group, 0)]  # (group, index of the next parent to visit)
+    on_path: list[str] = []
+    while stack:
+        g, i = stack.pop()
+        if i == 0:
+            if g in on_path:
+                continue
+            on_path.append(g)
+        ups = parents.get(g, [])
+        if i < len(ups):
+            stack.append((g, i + 1))
+            parent, line, col = ups[i]
+            if parent in on_path:
+                hosts.err(line, col, f"group {g!r} is its own child (through {parent!r})")
+                return (group,)
+            if parent not in seen:
+                stack.append((parent, 0))
+            continue
+        on_path.pop()
+        if g not in seen:
+            seen.add(g)
+            order.append(g)
+    done[group] = tuple(order)
+    return done[group]
 
 
 def _yaml_group(group: str, node: Any, path: tuple[Any, ...], smap: SourceMap,
