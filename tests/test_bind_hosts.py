@@ -361,3 +361,22 @@ def test_ini_groups_that_are_each_others_children_are_refused(tmp_path):
         read_inventory(str(inv))
     line = exc.value.lines()[0]
     assert line.startswith(f"{inv}:") and "is its own child" in line, line
+
+
+@pytest.mark.parametrize("value", ["runtime.env.A=x #y", "deployment.name=abc #x",
+                                   'runtime.env.A="x" # y', "runtime.env={A: x} #y",
+                                   "cluster.hosts=[{name: a, address: 10.0.0.1}] # hosts"])
+def test_a_set_value_yaml_would_cut_at_a_comment_is_refused(value):
+    """`x #y` is `x` to YAML: what arrives must be what was typed, or an error."""
+    r = run_cli("plan", str(SLIME), *FACTS, "--set", value)
+    assert r.exit_code == 1, r.output
+    assert "YAML reads the rest as a comment" in r.stderr, r.stderr
+
+
+def test_a_hash_inside_a_set_value_is_kept():
+    from generator.compile.options import parse_set
+
+    assert parse_set("runtime.env.A=x#y").value == "x#y"
+    assert parse_set('runtime.env.A="x #y"').value == "x #y"
+    assert parse_set("runtime.env={A: 'x #y'}").value == {"A": "x #y"}
+    assert parse_set("runtime.env.A=x  ").value == "x"

@@ -474,6 +474,12 @@ def parse_scalar(text: str, where: str, path: PathT, *, refuse_block: bool = Fal
                     "write a mapping as {KEY: VALUE} and a list as [A, B]; quote the whole "
                     "value to mean a string")])
             return text  # keep anything that is not a plain scalar as the literal text
+        rest = text[node.end_mark.index:].strip()
+        if rest:  # only a comment can follow the value: `x #y` is x to YAML
+            raise TopologyError([Diagnostic(
+                where, 0, 0, shown, "YAML reads the rest as a comment, from character "
+                f"{text.index(rest, node.end_mark.index) + 1}",
+                "quote the whole value to keep the '#': --set 'PATH=\"x #y\"'")])
         builder = _Builder(where, loader)
         try:
             _expanded_size(node)  # an alias bomb is refused before anything is built
