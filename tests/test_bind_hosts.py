@@ -380,3 +380,18 @@ def test_a_hash_inside_a_set_value_is_kept():
     assert parse_set('runtime.env.A="x #y"').value == "x #y"
     assert parse_set("runtime.env={A: 'x #y'}").value == {"A": "x #y"}
     assert parse_set("runtime.env.A=x  ").value == "x"
+
+
+def test_an_inventory_that_is_not_one_text_file_says_so_in_its_words(tmp_path):
+    folder = tmp_path / "inventory"
+    folder.mkdir()
+    with pytest.raises(TopologyError) as exc:
+        read_inventory(str(folder))
+    assert exc.value.lines()[0] == (
+        f"{folder}: is a directory, not an inventory file (hint: an Ansible inventory "
+        "directory: pass its hosts file)")
+    latin = tmp_path / "hosts"
+    latin.write_bytes(b"a\nb ansible_user=j\xf6rg\n")
+    with pytest.raises(TopologyError) as exc:
+        read_inventory(str(latin))
+    assert exc.value.lines()[0].startswith(f"{latin}:2:17: not UTF-8 text"), exc.value.lines()

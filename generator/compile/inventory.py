@@ -16,6 +16,7 @@ a host's ``workdir`` and ``supervisor``. Errors name the file, line and column.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shlex
 from pathlib import Path
@@ -373,12 +374,17 @@ def _parse_yaml(text: str, path: str) -> tuple[dict[str, Any], SourceMap]:
 
 def _read(path: str) -> _Hosts:
     hosts = _Hosts(path)
+    if os.path.isdir(path):
+        raise TopologyError([Diagnostic(path, 0, 0, "", "is a directory, not an inventory file",
+                                        "an Ansible inventory directory: pass its hosts file")])
     raw = read_regular_file(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise TopologyError([Diagnostic(path, 1, 1, "", f"not UTF-8 text (byte {exc.start})")]) \
-            from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = len(raw[raw.rfind(b"\n", 0, exc.start) + 1:exc.start].decode("utf-8", "replace"))
+        raise TopologyError([Diagnostic(path, line, col + 1, "", "not UTF-8 text",
+                                        "save the file as UTF-8")]) from None
     text = text.removeprefix("\ufeff")  # a BOM (Windows editors) is no part of the first line
     if Path(path).suffix.lower() in (".yaml", ".yml", ".json"):
         data, smap = _parse_yaml(text, path)
