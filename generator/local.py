@@ -215,9 +215,11 @@ def _workers_check(router_url: str, expected: set[str],
 
 def runs_dir() -> Path:
     """Where ``up`` records the runs it started, per user: ``$XDG_STATE_HOME/sgl-gen/runs``
-    (default ``~/.local/state/sgl-gen/runs``), one ``<deployment>.json`` each."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                              ".local", "state")
+    (default ``~/.local/state/sgl-gen/runs``, also for a relative $XDG_STATE_HOME, which the
+    XDG spec says to ignore), one ``<deployment>.json`` each."""
+    base = os.environ.get("XDG_STATE_HOME") or ""
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "sgl-gen" / "runs"
 
 

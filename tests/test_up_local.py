@@ -519,3 +519,13 @@ def test_a_copied_host_folder_finds_itself_with_cdpath_exported(tmp_path):
     assert sorted(p.name for p in where.iterdir()) == ["node0"]
     assert (where / "node0" / "logs" / "engine-m-regular-0.log").is_file()
     assert (where / "node0" / "logs" / "router-m.log").is_file()
+
+
+def test_a_relative_xdg_state_home_is_ignored_as_the_spec_says(tmp_path, monkeypatch):
+    """A relative $XDG_STATE_HOME would put the record under whatever directory `up` ran in,
+    where `down` from another one never finds it: the XDG spec says to ignore it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_STATE_HOME", "state")
+    assert local.runs_dir() == tmp_path / ".local" / "state" / "sgl-gen" / "runs"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "abs"))
+    assert local.runs_dir() == tmp_path / "abs" / "sgl-gen" / "runs"
