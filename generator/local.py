@@ -12,16 +12,19 @@ each router lists exactly its engines as healthy workers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,7 +323,8 @@ def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: 
         echo(f"warning: cannot record this run in {runs_dir()} ({exc}): stop it with "
              f"{down_command}")
     try:
-        return _start(plan, nodes, time.monotonic() + timeout, echo)
+        with _sigterm_interrupts():
+            return _start(plan, nodes, time.monotonic() + timeout, echo)
     except KeyboardInterrupt:
         if not keep_on_failure:
             echo("interrupted: stopping what was started")
@@ -338,6 +342,24 @@ def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: 
             exc.message += ("\nstopped everything it had started (--keep-on-failure leaves "
                             "it running to look at)")
         raise
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (``timeout``, a CI cancel, ``kill``) interrupts as Ctrl-C does, so what ``up``
+    started in their own sessions is stopped instead of outliving it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _start(plan: Plan, nodes: list[_Node], deadline: float, echo: Echo) -> list[tuple[str, str]]:

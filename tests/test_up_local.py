@@ -388,6 +388,30 @@ def test_ctrl_c_during_up_stops_what_started_and_exits_130(tmp_path):
     _assert_all_gone(run)
 
 
+def test_sigterm_during_up_stops_what_started_as_ctrl_c_does(tmp_path):
+    """`timeout 60 sgl-gen up ...`, a CI job's cancel, systemd stopping a wrapper: SIGTERM is
+    an interruption too, so the engines up started (in their own sessions) do not outlive it."""
+    topo = regular_topo(tmp_path, "term", 1, 1, env='{SGLGEN_REHEARSAL_STARTUP_DELAY: "120"}')
+    run = Up(tmp_path, topo)
+    proc = subprocess.Popen([sys.executable, "-m", "generator.cli", "up", str(topo), "--rehearse",
+                             "-o", run.out, "--timeout", "100"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("starting engines of term"), line
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: stopping what was started" in out
+    assert "Traceback" not in err
+    _assert_all_gone(run)
+
+
 # -- the run record: a corrupt, planted or odd one is never trusted, followed or waited on -------
 
 def _records() -> Path:
