@@ -553,3 +553,22 @@ def test_a_relative_xdg_state_home_is_ignored_as_the_spec_says(tmp_path, monkeyp
     assert local.runs_dir() == tmp_path / ".local" / "state" / "sgl-gen" / "runs"
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "abs"))
     assert local.runs_dir() == tmp_path / "abs" / "sgl-gen" / "runs"
+
+
+@pytest.mark.parametrize("flag", ["-o", "--out", "--output"])
+def test_down_with_o_but_without_local_is_refused_not_sent_to_the_ssh_hosts(tmp_path, flag):
+    """-o only names what `up` started here: `down FILE -o out` (--local forgotten) must not
+    go on to stop the deployment on the topology's SSH hosts, as status refuses it too."""
+    topo = write_topo(tmp_path, """
+        deployment: {name: prod, hf_checkpoint: /models/m, num_gpus_per_engine: 1}
+        cluster:
+          hosts: [{name: a, address: 127.0.0.1, port: 1}]
+        sglang:
+          - name: m
+            server_groups: [{worker_type: regular, num_gpus: 1}]
+        """)
+    for cmd in ("down", "status") if flag != "--output" else ("down",):  # (status: --format)
+        r = run_cli(cmd, str(topo), flag, str(tmp_path / "out"), "--connect-timeout", "1")
+        assert r.exit_code == 2, (cmd, r.output)
+        assert "-o/--out: only with --local" in r.stderr, (cmd, r.stderr)
+        assert "cannot connect" not in r.output

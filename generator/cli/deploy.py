@@ -595,6 +595,8 @@ def register(main: click.Group) -> None:
         if local:
             _local_only(kw)
             return down_local(file=source, out_dir=out_dir, out_given=_given("out_dir"), **kw)
+        if _given("out_dir"):  # (--local forgotten: never on to the SSH hosts instead)
+            raise SglGenError("-o/--out: only with --local (the OUT given to `up`)", exit_code=2)
         from generator import deploy as d
 
         target = deploy_target(source, kw)
