@@ -295,3 +295,15 @@ def test_the_readmes_copy_commands_work_on_a_fresh_host(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (remote / "basic" / "sgl-gen-host.sh").is_file()
     assert (remote / "basic" / "bin" / "engine-default-regular-0.sh").is_file()
+
+
+@pytest.mark.parametrize("command", ["down", "status"])
+def test_down_or_status_without_hosts_points_at_what_up_started(command):
+    """After `sgl-gen up FILE` (no --local needed), `sgl-gen down FILE` of a topology without
+    hosts is told the command that stops what up started, not to run `up`."""
+    r = run_cli(command, str(SLIME), "--total-gpus", "16")
+    assert r.exit_code == 2, r.output
+    assert "the topology has no hosts (cluster.hosts)" in r.stderr
+    assert f"what `sgl-gen up` started on this machine: sgl-gen {command} FILE --local" \
+        in r.stderr
+    assert "`sgl-gen up` runs it on this machine" not in r.stderr
