@@ -164,6 +164,9 @@ def test_an_ansible_yaml_inventory(tmp_path):
 @pytest.mark.parametrize("text,where,message", [
     ("a\nweb[01:10]\n", ":2:1:", "host ranges ('web[01:10]') are not supported"),
     ("a ansible_port=99999\n", ":1:3:", "port '99999' is not a number from 1 to 65535"),
+    # str.isdigit() is true for these, int() refuses (or reads) them: ASCII digits only
+    ("a ansible_port=\u00b2\n", ":1:3:", "port '\u00b2' is not a number from 1 to 65535"),
+    ("a:\u0662\u0662\n", ":1:1:", "port '\u0662\u0662' is not a number from 1 to 65535"),
     ("a ansible_host\n", ":1:3:", "expected key=value, got 'ansible_host'"),
     ("[g:weird]\na\n", ":1:1:", "unknown section kind 'weird'"),
     ("# nothing\n", ":1:1:", "no hosts in this inventory"),
@@ -395,3 +398,11 @@ def test_an_inventory_that_is_not_one_text_file_says_so_in_its_words(tmp_path):
     with pytest.raises(TopologyError) as exc:
         read_inventory(str(latin))
     assert exc.value.lines()[0].startswith(f"{latin}:2:17: not UTF-8 text"), exc.value.lines()
+
+
+def test_a_yaml_inventory_port_in_other_digits_is_refused_without_a_traceback(tmp_path):
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("all:\n  hosts:\n    a: {ansible_port: \"\u00b2\"}\n", encoding="utf-8")
+    r = run_cli("plan", str(SLIME), *FACTS, "--inventory", str(inv))
+    assert r.exit_code == 1, r.output
+    assert r.stderr.startswith(f"{inv}:3:23: cluster.hosts[0].port: must be an integer"), r.stderr

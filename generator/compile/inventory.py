@@ -134,7 +134,7 @@ def host_name(inventory_name: str) -> str:
 
 
 def _port(text: str, hosts: _Hosts, line: int, col: int) -> int | None:
-    if text.isdigit() and 1 <= int(text) <= 65535:
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= 65535:  # (isdigit: also '²')
         return int(text)
     hosts.err(line, col, f"port {text!r} is not a number from 1 to 65535")
     return None
@@ -333,7 +333,7 @@ def _yaml_fields(fields: dict[str, Any], path: tuple[Any, ...], smap: SourceMap,
                  hosts: _Hosts) -> dict[str, Any]:
     """A YAML inventory's values as host fields: a port written as text is a number."""
     port = fields.get("port")
-    if isinstance(port, str) and port.isdigit():
+    if isinstance(port, str) and port.isascii() and port.isdigit():
         fields["port"] = int(port)
     for key, value in fields.items():
         if not isinstance(value, (str, int)) or isinstance(value, bool):
