@@ -406,3 +406,28 @@ def test_a_yaml_inventory_port_in_other_digits_is_refused_without_a_traceback(tm
     r = run_cli("plan", str(SLIME), *FACTS, "--inventory", str(inv))
     assert r.exit_code == 1, r.output
     assert r.stderr.startswith(f"{inv}:3:23: cluster.hosts[0].port: must be an integer"), r.stderr
+
+
+def test_an_inventorys_ssh_settings_sgl_gen_does_not_use_are_warned(tmp_path):
+    """A bastion or key Ansible would use (ansible_ssh_common_args='-o ProxyJump=...',
+    ansible_ssh_private_key_file) is not silently dropped: sgl-gen's SSH reads ssh's own
+    config, and says so once per variable; a password's value is never shown."""
+    inv = tmp_path / "hosts"
+    inv.write_text("[gpu]\na ansible_host=10.0.0.1 ansible_ssh_private_key_file=~/.ssh/gpu\n"
+                   "b ansible_host=10.0.0.2 ansible_ssh_private_key_file=~/.ssh/gpu\n"
+                   "[gpu:vars]\nansible_ssh_common_args='-o ProxyJump=bastion'\n"
+                   "ansible_password=hunter2pw\n")
+    r = run_cli("plan", str(SLIME), *FACTS, "--inventory", str(inv))
+    assert r.exit_code == 0, r.output
+    warned = [line for line in r.stderr.splitlines() if "is not used" in line]
+    assert warned == [
+        f"{inv}:2:25: warning: ansible_ssh_private_key_file is not used: sgl-gen connects as "
+        "ssh does, with ~/.ssh/config (or --ssh-config) (hint: put IdentityFile, ProxyJump, "
+        "... in a Host block for these hosts)",
+        f"{inv}:5:1: warning: ansible_ssh_common_args is not used: sgl-gen connects as ssh "
+        "does, with ~/.ssh/config (or --ssh-config) (hint: put IdentityFile, ProxyJump, ... in "
+        "a Host block for these hosts)",
+        f"{inv}:6:1: warning: ansible_password is not used: sgl-gen connects as ssh does, with "
+        "~/.ssh/config (or --ssh-config) (hint: put IdentityFile, ProxyJump, ... in a Host "
+        "block for these hosts)"], r.stderr
+    assert "hunter2pw" not in r.output

@@ -162,7 +162,7 @@ def settings(kw: dict[str, Any]) -> list[Any]:
     if inventory is not None:
         from generator.compile.inventory import inventory_setting
 
-        out.append(inventory_setting(inventory))
+        out.append(inventory_setting(inventory, warn=lambda line: click.echo(line, err=True)))
     return out
 
 

@@ -9,8 +9,10 @@ also be ``USER@HOST[:PORT]``. ``[group]`` sections list hosts, ``[group:vars]`` 
 variables (``ansible_user``, ``ansible_port`` apply to hosts that set none), ``[group:children]``
 name its child groups, whose hosts get its variables (a child's own win, as in Ansible).
 Every host of the file is taken, in the order of first appearance. Variables other than the
-three are Ansible's business and ignored; ``sgl_gen_workdir`` and ``sgl_gen_supervisor`` give
-a host's ``workdir`` and ``supervisor``. Errors name the file, line and column.
+three are Ansible's business and ignored (those for how to connect, a key file or ProxyJump
+arguments, with a warning: sgl-gen's SSH reads ssh's own config); ``sgl_gen_workdir`` and
+``sgl_gen_supervisor`` give a host's ``workdir`` and ``supervisor``. Errors name the file, line
+and column.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ipaddress
 import os
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,12 @@ _VARS = {"ansible_host": "address", "ansible_ssh_host": "address",
          "ansible_port": "port", "ansible_ssh_port": "port",
          # sgl-gen's own, for what differs per host: cluster.hosts[].workdir and .supervisor
          "sgl_gen_workdir": "workdir", "sgl_gen_supervisor": "supervisor"}
+#: Ansible's variables for how to connect that sgl-gen's SSH does not take (it reads ssh's own
+#: config): each is warned about once, its value never shown
+_SSH_IGNORED = frozenset({
+    "ansible_ssh_private_key_file", "ansible_private_key_file", "ansible_ssh_common_args",
+    "ansible_ssh_extra_args", "ansible_ssh_args", "ansible_connection", "ansible_password",
+    "ansible_ssh_pass", "ansible_ssh_password", "ansible_ssh_executable"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _RANGE = re.compile(r"\[[^\]]*:[^\]]*\]")
 
@@ -62,10 +71,21 @@ class _Hosts:
         #: topology's checks refuse is named at its line of the inventory
         self.origins: list[tuple[PathT, Origin]] = []
         self.errors: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
+        self.warned: set[str] = set()
         self.found: list[dict[str, Any]] = []
 
     def err(self, line: int, col: int, message: str, hint: str = "") -> None:
         self.errors.append(Diagnostic(self.file, line, col, "", message, hint))
+
+    def ignored(self, key: str, line: int, col: int) -> None:
+        """Warn (once per variable) that an Ansible connection variable is not used."""
+        if key in _SSH_IGNORED and key not in self.warned:
+            self.warned.add(key)
+            self.warnings.append(Diagnostic(
+                self.file, line, col, "", f"{key} is not used: sgl-gen connects as ssh does, "
+                "with ~/.ssh/config (or --ssh-config)",
+                "put IdentityFile, ProxyJump, ... in a Host block for these hosts", "warning"))
 
     def add(self, name: str, fields: dict[str, Any], chain: tuple[str, ...],
             at: tuple[int, int], fields_at: dict[str, tuple[int, int]]) -> bool:
@@ -152,6 +172,7 @@ def _variables(tokens: list[tuple[str, int]], hosts: _Hosts, line: int,
                       "one host per line: NAME [ansible_host=ADDRESS] [ansible_user=USER] "
                       "[ansible_port=PORT]")
             continue
+        hosts.ignored(key, line, col)
         field = _VARS.get(key)
         if field is not None:
             at[field] = (line, col)
@@ -323,6 +344,8 @@ def _yaml_vars(variables: dict[str, Any], path: tuple[Any, ...], smap: SourceMap
     fields = {_VARS[k]: v for k, v in variables.items() if k in _VARS}
     at: dict[str, tuple[int, int]] = {}
     for k in variables:
+        o = smap.at(path + (k,), key=True)
+        hosts.ignored(str(k), o.line, o.col)
         if k in _VARS:
             o = smap.at(path + (k,))
             at[_VARS[k]] = (o.line, o.col)
@@ -408,9 +431,13 @@ def read_inventory(path: str) -> list[dict[str, Any]]:
     return _read(path).found
 
 
-def inventory_setting(path: str) -> Setting:
+def inventory_setting(path: str, warn: Callable[[str], None] | None = None) -> Setting:
     """``--inventory FILE`` as the setting of ``cluster.hosts``, each value positioned in the
-    file (a value the topology's checks refuse is named at its line and column)."""
+    file (a value the topology's checks refuse is named at its line and column); ``warn``
+    gets each warning's line (connection variables sgl-gen does not use)."""
     hosts = _read(path)
+    for w in hosts.warnings:
+        if warn is not None:
+            warn(w.format())
     return Setting(("cluster", "hosts"), hosts.found, f"--inventory {path}",
                    tuple(hosts.origins))
