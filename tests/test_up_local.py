@@ -572,3 +572,16 @@ def test_down_with_o_but_without_local_is_refused_not_sent_to_the_ssh_hosts(tmp_
         assert r.exit_code == 2, (cmd, r.output)
         assert "-o/--out: only with --local" in r.stderr, (cmd, r.stderr)
         assert "cannot connect" not in r.output
+
+
+def test_up_does_not_replace_a_record_planted_as_a_symlink(tmp_path, started):
+    topo = regular_topo(tmp_path, "plant", 1, 1)
+    run = Up(tmp_path, topo)
+    started(run)
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text("{}\n")
+    (_records() / "plant.json").symlink_to(theirs)
+    r = run_cli("up", str(topo), "-o", run.out, "--rehearse", "--timeout", "60")
+    assert r.exit_code == 0, r.output
+    assert "warning: cannot record this run" in r.output
+    assert (_records() / "plant.json").is_symlink() and theirs.read_text() == "{}\n"
