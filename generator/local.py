@@ -12,15 +12,19 @@ each router lists exactly its engines as healthy workers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import socket
+import stat
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,19 +218,52 @@ def _workers_check(router_url: str, expected: set[str],
 
 def runs_dir() -> Path:
     """Where ``up`` records the runs it started, per user: ``$XDG_STATE_HOME/sgl-gen/runs``
-    (default ``~/.local/state/sgl-gen/runs``), one ``<deployment>.json`` each."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                              ".local", "state")
+    (default ``~/.local/state/sgl-gen/runs``, also for a relative $XDG_STATE_HOME, which the
+    XDG spec says to ignore), one ``<deployment>.json`` each."""
+    base = os.environ.get("XDG_STATE_HOME") or ""
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "sgl-gen" / "runs"
 
 
-def recorded_run(name: str) -> dict[str, Any] | None:
-    """The record ``up`` wrote for deployment ``name`` ({"out", "file", "command"}), if any."""
+#: a record is a few hundred bytes; anything larger is not one ``up`` wrote
+_MAX_RECORD = 64 * 1024
+
+
+def _read_record(path: Path) -> bytes | None:
+    """The bytes of a run record that is a regular file: never through a symlink (a planted
+    one names a file sgl-gen did not write), never blocking on a FIFO, at most _MAX_RECORD."""
     try:
-        data = json.loads((runs_dir() / f"{name}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("out"), str) else None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, _MAX_RECORD + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) <= _MAX_RECORD else None
+
+
+def recorded_run(name: str) -> dict[str, Any] | None:
+    """The record ``up`` wrote for deployment ``name`` ({"out", "file", "down"}), if any: a
+    record that is not what ``up`` writes (corrupt, a symlink, a FIFO, a relative or NUL-holding
+    path, no down command) is none."""
+    raw = _read_record(runs_dir() / f"{name}.json")
+    try:
+        data = json.loads(raw.decode("utf-8")) if raw is not None else None
+    except ValueError:  # (UnicodeDecodeError is one)
+        return None
+    if not isinstance(data, dict):
+        return None
+    out, down_command = data.get("out"), data.get("down")
+    if not (isinstance(out, str) and isinstance(down_command, str) and os.path.isabs(out)
+            and "\0" not in out):
+        return None
+    return data
 
 
 def _record(plan: Plan, out_dir: str | os.PathLike[str], file: str, down_command: str) -> None:
@@ -235,13 +272,17 @@ def _record(plan: Plan, out_dir: str | os.PathLike[str], file: str, down_command
     record = {"deployment": plan.name, "out": str(Path(out_dir).resolve()),
               "file": os.path.abspath(file), "down": down_command}
     runs_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_file(runs_dir() / f"{plan.name}.json",
+    path = runs_dir() / f"{plan.name}.json"
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise SglGenError(f"{path} is a symlink or not a regular file: not a record sgl-gen "
+                          "wrote, left as it is")
+    write_file(path,
                (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), 0o600)
 
 
 def forget_run(name: str, out_dir: str | os.PathLike[str]) -> None:
     """Remove the record of ``name`` when it names ``out_dir`` (another run's stays)."""
-    rec = recorded_run(name)
+    rec = recorded_run(name)  # (never a symlink: that one is left where it is)
     if rec is not None and rec["out"] == str(Path(out_dir).resolve()):
         (runs_dir() / f"{name}.json").unlink(missing_ok=True)
 
@@ -256,10 +297,12 @@ def is_running(plan: Plan, out_dir: str | os.PathLike[str], rehearse: bool = Fal
 
 def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: float,
        echo: Echo, file: str = "FILE", down_command: str = "sgl-gen down FILE --local",
-       keep_on_failure: bool = False) -> list[tuple[str, str]]:
+       keep_on_failure: bool = False, recorded_down: str | None = None
+       ) -> list[tuple[str, str]]:
     """Start everything; return (model, router URL) pairs. Raises DeployError on failure,
     having stopped what it started (``keep_on_failure``: left running, the error names
-    ``down_command``). A started run is recorded (:func:`recorded_run`) for ``down``/``status``."""
+    ``down_command``). A started run is recorded (:func:`recorded_run`) for ``down``/``status``,
+    with ``recorded_down`` (default ``down_command``): the command with absolute paths."""
     if not plan.topology.local:
         raise SglGenError("up runs on this machine only: pass --local", exit_code=2)
     nodes = _nodes(plan, out_dir, rehearse)
@@ -275,12 +318,13 @@ def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: 
     for n in nodes:
         _install(files[n.host], n)
     try:
-        _record(plan, out_dir, file, down_command)
+        _record(plan, out_dir, file, recorded_down or down_command)
     except (OSError, SglGenError) as exc:  # only `down` without -o needs it
         echo(f"warning: cannot record this run in {runs_dir()} ({exc}): stop it with "
              f"{down_command}")
     try:
-        return _start(plan, nodes, time.monotonic() + timeout, echo)
+        with _sigterm_interrupts():
+            return _start(plan, nodes, time.monotonic() + timeout, echo)
     except KeyboardInterrupt:
         if not keep_on_failure:
             echo("interrupted: stopping what was started")
@@ -298,6 +342,24 @@ def up(plan: Plan, out_dir: str | os.PathLike[str], *, rehearse: bool, timeout: 
             exc.message += ("\nstopped everything it had started (--keep-on-failure leaves "
                             "it running to look at)")
         raise
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (``timeout``, a CI cancel, ``kill``) interrupts as Ctrl-C does, so what ``up``
+    started in their own sessions is stopped instead of outliving it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _start(plan: Plan, nodes: list[_Node], deadline: float, echo: Echo) -> list[tuple[str, str]]:

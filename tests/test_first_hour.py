@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -240,3 +243,67 @@ def test_every_exit_code_of_the_readme_table_happens(tmp_path):
     assert codes == set(cases) | {130}
     for code, argv in cases.items():
         assert run_cli(*argv).exit_code == code, argv
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync")
+def test_the_readmes_copy_command_reaches_an_ipv6_host_over_ssh(tmp_path):
+    """rsync reads HOST::PATH as its daemon protocol: an IPv6 address must be bracketed
+    (user@[fd00::1]:/path) for the README's copy command to go over ssh at all."""
+    out = tmp_path / "out"
+    r = run_cli("render", str(EXAMPLES / "basic.yaml"), "-o", str(out), "--set",
+                "cluster.hosts=[{name: v6, address: 'fd00::1', user: ubuntu, port: 2222}]")
+    assert r.exit_code == 0, r.output
+    readme = (out / "basic" / "README.md").read_text()
+    copy = next(line for line in readme.splitlines() if line.startswith("rsync "))
+    assert copy == ("rsync -a -e 'ssh -p 2222' hosts/v6/ "
+                    "'ubuntu@[fd00::1]:/var/lib/sgl-gen/basic/'"), copy
+    # run it with a stand-in for ssh that records how rsync called it
+    log = tmp_path / "ssh.log"
+    fake = tmp_path / "fake-ssh"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {log}\nexit 1\n')
+    fake.chmod(0o755)
+    argv = shlex.split(copy)
+    argv[argv.index("-e") + 1] = f"{fake} -p 2222"
+    subprocess.run(argv, cwd=out / "basic", capture_output=True, timeout=30)
+    called = log.read_text().split("\n")
+    assert called[:4] == ["-p", "2222", "-l", "ubuntu"] and called[4] == "fd00::1", called
+    assert "--daemon" not in called
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync")
+def test_the_readmes_copy_commands_work_on_a_fresh_host(tmp_path):
+    """The README's `# copy` block, run as written (ssh stood in for by one that runs the
+    command here), puts hosts/<host>/ in a workdir that does not exist yet: rsync makes only
+    the last folder of its destination."""
+    remote = tmp_path / "remote" / "srv" / "sgl"
+    out = tmp_path / "out"
+    r = run_cli("render", str(EXAMPLES / "basic.yaml"), "-o", str(out), "--set",
+                f"cluster.hosts=[{{name: a, address: 127.0.0.1, workdir: '{remote}'}}]")
+    assert r.exit_code == 0, r.output
+    readme = (out / "basic" / "README.md").read_text()
+    block = readme.split("```bash\n# copy\n", 1)[1].split("\n# start", 1)[0]
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ssh").write_text('#!/bin/sh\n'
+                                'while [ "${1#-}" != "$1" ]; do\n'
+                                '  case "$1" in -p|-l|-o) shift 2 ;; *) shift ;; esac\n'
+                                'done\nshift\nexec sh -c "$*"\n')
+    (bindir / "ssh").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    done = subprocess.run(["bash", "-euc", block], cwd=out / "basic", env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (remote / "basic" / "sgl-gen-host.sh").is_file()
+    assert (remote / "basic" / "bin" / "engine-default-regular-0.sh").is_file()
+
+
+@pytest.mark.parametrize("command", ["down", "status"])
+def test_down_or_status_without_hosts_points_at_what_up_started(command):
+    """After `sgl-gen up FILE` (no --local needed), `sgl-gen down FILE` of a topology without
+    hosts is told the command that stops what up started, not to run `up`."""
+    r = run_cli(command, str(SLIME), "--total-gpus", "16")
+    assert r.exit_code == 2, r.output
+    assert "the topology has no hosts (cluster.hosts)" in r.stderr
+    assert f"what `sgl-gen up` started on this machine: sgl-gen {command} FILE --local" \
+        in r.stderr
+    assert "`sgl-gen up` runs it on this machine" not in r.stderr

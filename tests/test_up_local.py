@@ -386,3 +386,202 @@ def test_ctrl_c_during_up_stops_what_started_and_exits_130(tmp_path):
     assert "interrupted: stopping what was started" in out
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     _assert_all_gone(run)
+
+
+def test_sigterm_during_up_stops_what_started_as_ctrl_c_does(tmp_path):
+    """`timeout 60 sgl-gen up ...`, a CI job's cancel, systemd stopping a wrapper: SIGTERM is
+    an interruption too, so the engines up started (in their own sessions) do not outlive it."""
+    topo = regular_topo(tmp_path, "term", 1, 1, env='{SGLGEN_REHEARSAL_STARTUP_DELAY: "120"}')
+    run = Up(tmp_path, topo)
+    proc = subprocess.Popen([sys.executable, "-m", "generator.cli", "up", str(topo), "--rehearse",
+                             "-o", run.out, "--timeout", "100"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("starting engines of term"), line
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: stopping what was started" in out
+    assert "Traceback" not in err
+    _assert_all_gone(run)
+
+
+# -- the run record: a corrupt, planted or odd one is never trusted, followed or waited on -------
+
+def _records() -> Path:
+    d = local.runs_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.mark.parametrize("record", [
+    '{"out": "/nowhere"}',                      # no "down" command
+    '{"out": "/tmp/x\\u0000y", "down": "d"}',   # a NUL in the path
+    '{"out": "relative/dir", "down": "d"}',     # not the absolute path `up` writes
+    '{"out": 7, "down": "d"}',
+    '[1, 2]',
+    '\xff\xfe not json',
+])
+def test_a_corrupt_run_record_is_no_record(tmp_path, record):
+    topo = regular_topo(tmp_path, "rec", 1, 1)
+    run_dir = tmp_path / "ran"
+    (run_dir / ".run" / "rec").mkdir(parents=True)  # state where a corrupt record may point
+    (_records() / "rec.json").write_bytes(record.replace("/nowhere", str(run_dir))
+                                          .encode("utf-8", "surrogateescape"))
+    for argv in (["down", str(topo), "--local"], ["down", str(topo), "--local", "-o",
+                                                   str(tmp_path / "other")],
+                 ["status", str(topo), "--local"]):
+        r = run_cli(*argv)
+        assert "Traceback" not in r.output
+        assert r.exit_code in (0, 3), r.output
+        assert "the run `up` recorded" not in r.output and "`up` ran it from" not in r.output
+
+
+def test_a_run_record_that_is_a_fifo_does_not_hang_down(tmp_path):
+    topo = regular_topo(tmp_path, "rec", 1, 1)
+    os.mkfifo(_records() / "rec.json")
+    proc = subprocess.run([sys.executable, "-c", "from generator.cli import main; main()",
+                           "down", str(topo), "--local", "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1], env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert "rec: nothing was started from" in proc.stdout
+
+
+def test_a_run_record_planted_as_a_symlink_is_not_followed_or_removed(tmp_path):
+    topo = regular_topo(tmp_path, "rec", 1, 1)
+    run_dir = tmp_path / "ran"
+    (run_dir / ".run" / "rec").mkdir(parents=True)
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text(json.dumps({"out": str(run_dir.resolve()), "down": "sgl-gen down x"}))
+    (_records() / "rec.json").symlink_to(theirs)
+    r = run_cli("down", str(topo), "--local")
+    assert r.exit_code == 0, r.output
+    assert "the run `up` recorded" not in r.output  # the link's target is not sgl-gen's record
+    local.forget_run("rec", run_dir)
+    assert (_records() / "rec.json").is_symlink() and theirs.exists()
+
+
+def test_the_old_output_spelling_names_the_run_as_o_does(tmp_path):
+    """`down FILE --local --output DIR` (the old spelling of -o) is the user naming DIR: when
+    nothing ran from there it is refused as with -o, never the recorded run stopped instead."""
+    topo = regular_topo(tmp_path, "rec", 1, 1)
+    run_dir = tmp_path / "ran"
+    (run_dir / ".run" / "rec").mkdir(parents=True)
+    (_records() / "rec.json").write_text(json.dumps(
+        {"out": str(run_dir.resolve()), "down": f"sgl-gen down {topo} --local -o {run_dir}"}))
+    for flag in ("-o", "--out", "--output"):
+        r = run_cli("down", str(topo), "--local", flag, str(tmp_path / "elsewhere"))
+        assert r.exit_code == 2, (flag, r.output)
+        assert f"`up` ran it from {run_dir.resolve()}" in r.stderr
+        st = run_cli("status", str(topo), "--local", flag, str(tmp_path / "elsewhere"))
+        assert st.exit_code == 2, (flag, st.output)
+
+
+def test_the_recorded_down_command_works_from_any_directory(tmp_path, monkeypatch, started):
+    """`up` run with relative FILE, -o and --inventory records a down command that still names
+    them from elsewhere (the refusal of a wrong -o prints it, to be copied)."""
+    work = tmp_path / "proj"
+    work.mkdir()
+    topo = regular_topo(work, "rel", 1, 1)
+    (work / "hosts").write_text("127.0.0.1\n")
+    monkeypatch.chdir(work)
+
+    class Cleanup:  # the same plan as `up`'s: with the inventory
+        @staticmethod
+        def down() -> None:
+            run_cli("down", str(topo), "--inventory", str(work / "hosts"), "--local", "-o",
+                    str(work / "out"))
+
+    started(Cleanup)
+    r = run_cli("up", topo.name, "-o", "out", "--inventory", "hosts", "--rehearse",
+                "--timeout", "60")
+    assert r.exit_code == 0, r.output
+    assert "stop it with: sgl-gen down topo.yaml --inventory hosts --local -o out" in r.output
+    recorded = local.recorded_run("rel")["down"]
+    assert recorded == (f"sgl-gen down {work / 'topo.yaml'} --inventory {work / 'hosts'} "
+                        f"--local -o {work / 'out'}")
+    monkeypatch.chdir(tmp_path)
+    wrong = run_cli("down", str(topo), "--inventory", str(work / "hosts"), "--local", "-o",
+                    "elsewhere")
+    assert wrong.exit_code == 2
+    assert f"`up` ran it from {work / 'out'}: {recorded}" in wrong.stderr
+    args = recorded.split()[2:]
+    d = run_cli("down", *args)
+    assert d.exit_code == 0, d.output
+    assert "rel: stopped on 1 local node(s)" in d.output
+
+
+def test_a_copied_host_folder_finds_itself_with_cdpath_exported(tmp_path):
+    """`node0/sgl-gen-host.sh start` from the folder above and `node0/bin/<unit>.sh` with
+    CDPATH exported: bash's cd then prints the directory it found, which the scripts'
+    own-folder default must not take in as a second line of SGLGEN_ROOT (it made a folder
+    named "node0\\n" beside the copy and wrote the logs there)."""
+    topo = regular_topo(tmp_path, "cdpath", 1, 1, python="/bin/true")  # exits at once
+    out = tmp_path / "out"
+    assert run_cli("render", str(topo), "--local", "-o", str(out)).exit_code == 0
+    where = tmp_path / "elsewhere"
+    shutil.copytree(out / "cdpath" / "hosts" / "node0", where / "node0")
+    env = {k: v for k, v in os.environ.items() if k != "SGLGEN_ROOT"}
+    env["CDPATH"] = f".:{tmp_path}"
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(argv), cwd=where, env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    try:
+        run("node0/sgl-gen-host.sh", "start", "engine-m-regular-0")
+        run("node0/bin/router-m.sh")
+    finally:
+        run("node0/sgl-gen-host.sh", "stop")
+    assert sorted(p.name for p in where.iterdir()) == ["node0"]
+    assert (where / "node0" / "logs" / "engine-m-regular-0.log").is_file()
+    assert (where / "node0" / "logs" / "router-m.log").is_file()
+
+
+def test_a_relative_xdg_state_home_is_ignored_as_the_spec_says(tmp_path, monkeypatch):
+    """A relative $XDG_STATE_HOME would put the record under whatever directory `up` ran in,
+    where `down` from another one never finds it: the XDG spec says to ignore it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_STATE_HOME", "state")
+    assert local.runs_dir() == tmp_path / ".local" / "state" / "sgl-gen" / "runs"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "abs"))
+    assert local.runs_dir() == tmp_path / "abs" / "sgl-gen" / "runs"
+
+
+@pytest.mark.parametrize("flag", ["-o", "--out", "--output"])
+def test_down_with_o_but_without_local_is_refused_not_sent_to_the_ssh_hosts(tmp_path, flag):
+    """-o only names what `up` started here: `down FILE -o out` (--local forgotten) must not
+    go on to stop the deployment on the topology's SSH hosts, as status refuses it too."""
+    topo = write_topo(tmp_path, """
+        deployment: {name: prod, hf_checkpoint: /models/m, num_gpus_per_engine: 1}
+        cluster:
+          hosts: [{name: a, address: 127.0.0.1, port: 1}]
+        sglang:
+          - name: m
+            server_groups: [{worker_type: regular, num_gpus: 1}]
+        """)
+    for cmd in ("down", "status") if flag != "--output" else ("down",):  # (status: --format)
+        r = run_cli(cmd, str(topo), flag, str(tmp_path / "out"), "--connect-timeout", "1")
+        assert r.exit_code == 2, (cmd, r.output)
+        assert "-o/--out: only with --local" in r.stderr, (cmd, r.stderr)
+        assert "cannot connect" not in r.output
+
+
+def test_up_does_not_replace_a_record_planted_as_a_symlink(tmp_path, started):
+    topo = regular_topo(tmp_path, "plant", 1, 1)
+    run = Up(tmp_path, topo)
+    started(run)
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text("{}\n")
+    (_records() / "plant.json").symlink_to(theirs)
+    r = run_cli("up", str(topo), "-o", run.out, "--rehearse", "--timeout", "60")
+    assert r.exit_code == 0, r.output
+    assert "warning: cannot record this run" in r.output
+    assert (_records() / "plant.json").is_symlink() and theirs.read_text() == "{}\n"

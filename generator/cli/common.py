@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -71,6 +72,9 @@ def _renamed(new: click.Option, old_dest: str, old_flag: str, new_flags: str) ->
                            f"{ctx.command_path.split(' ', 1)[-1]}`; {old_flag} still works",
                            err=True)
                 kwargs[dest] = old
+                # the old spelling is the user naming the value, as the new one is (`down
+                # --local --output DIR` must not fall back to the recorded run)
+                ctx.set_parameter_source(dest, ParameterSource.COMMANDLINE)
             return f(*args, **kwargs)
         hidden = click.option(old_flag, old_dest, hidden=True, default=None,
                               type=new.type, help=f"Old spelling of {new_flags}.")
@@ -105,9 +109,11 @@ def format_option(choices: tuple[str, ...] = ("text", "json")) -> Callable[..., 
     return _renamed(new, "output_old_spelling", "--output", "--format")
 
 
-def topology_words() -> list[str]:
+def topology_words(absolute: bool = False) -> list[str]:
     """The topology options the running command was given, as command-line words (for a
-    command it prints that must compile the same plan: ``down`` after ``up``)."""
+    command it prints that must compile the same plan: ``down`` after ``up``); ``absolute``:
+    with the files they name (``--inventory``, ``--model-config``) as absolute paths, for a
+    command run from another directory."""
     ctx = click.get_current_context()
     names = {p.name for p in ctx.command.params if isinstance(p, click.Option)}
     words: list[str] = []
@@ -117,8 +123,14 @@ def topology_words() -> list[str]:
         value = ctx.params.get(p.name)
         flag = max(p.opts, key=len)
         for v in (value if isinstance(value, tuple) else (value,)):
-            if v is not None:
-                words += [flag, str(v)]
+            if v is None:
+                continue
+            if absolute and p.name == "inventory":
+                v = os.path.abspath(v)
+            elif absolute and p.name == "model_configs" and "=" in v:
+                name, _, folder = v.partition("=")
+                v = f"{name}={os.path.abspath(os.path.expanduser(folder))}"
+            words += [flag, str(v)]
     return words
 
 
@@ -150,7 +162,7 @@ def settings(kw: dict[str, Any]) -> list[Any]:
     if inventory is not None:
         from generator.compile.inventory import inventory_setting
 
-        out.append(inventory_setting(inventory))
+        out.append(inventory_setting(inventory, warn=lambda line: click.echo(line, err=True)))
     return out
 
 

@@ -87,12 +87,16 @@ def _deploy_target(source: str, kw: dict[str, Any]) -> Any:
     if not plan.topology.hosts:
         names = ", ".join(n.host for n in plan.nodes[:4]) + (", ..." if len(plan.nodes) > 4
                                                               else "")
+        command = click.get_current_context().info_name
+        here = (f"what `sgl-gen up` started on this machine: sgl-gen {command} FILE --local"
+                if command in ("down", "status") else
+                "`sgl-gen up` runs it on this machine")
         raise SglGenError(
             f"{source}: the topology has no hosts (cluster.hosts): its {len(plan.nodes)} "
             f"node(s) {names} are placeholders, nothing to reach over SSH (hint: bind hosts "
             f"with --inventory FILE (one host per line, or an Ansible inventory) or --set "
             f"'cluster.hosts=[{{name: a, address: 10.0.0.1}}, ...]'; --target slurm runs it as "
-            f"a Slurm job; `sgl-gen up` runs it on this machine)", exit_code=2)
+            f"a Slurm job; {here})", exit_code=2)
     return target_from_plan(plan, choose_targets(target, plan), rehearse)
 
 
@@ -595,6 +599,8 @@ def register(main: click.Group) -> None:
         if local:
             _local_only(kw)
             return down_local(file=source, out_dir=out_dir, out_given=_given("out_dir"), **kw)
+        if _given("out_dir"):  # (--local forgotten: never on to the SSH hosts instead)
+            raise SglGenError("-o/--out: only with --local (the OUT given to `up`)", exit_code=2)
         from generator import deploy as d
 
         target = deploy_target(source, kw)

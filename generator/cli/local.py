@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -62,11 +64,16 @@ def up(file: str, out_dir: str, local: bool, rehearse: bool, timeout: float,
 
     down_command = shlex.join(["sgl-gen", "down", file, *topology_words(), "--local",
                                "-o", out_dir])
+    # the record's command is run later, from anywhere: every path in it absolute
+    recorded_down = shlex.join(["sgl-gen", "down", os.path.abspath(file),
+                                *topology_words(absolute=True), "--local",
+                                "-o", str(Path(out_dir).resolve())])
     plan = compile_plan(file, settings(kw), local=True)
     warn(plan)
     _write_render(plan, out_dir, warn_container(plan, ("bash", "systemd")), rehearse)
     urls = local_run.up(plan, out_dir, rehearse=rehearse, timeout=timeout, echo=click.echo,
-                        file=file, down_command=down_command, keep_on_failure=keep_on_failure)
+                        file=file, down_command=down_command, keep_on_failure=keep_on_failure,
+                        recorded_down=recorded_down)
     click.echo(f"{plan.name} is up:")
     for model, url in urls:
         click.echo(f"  {model}: {url}")

@@ -420,13 +420,14 @@ def _check_raw_text(text: str, file: str) -> None:
         raise TopologyError(errors)
 
 
-def parse_scalar(text: str, where: str, path: PathT) -> Any:
+def parse_scalar(text: str, where: str, path: PathT, *, refuse_block: bool = False) -> Any:
     """One YAML value given on the command line (``--set PATH=TEXT``), with the same checks as
     a value in a file: raw characters, tags, NaN and infinity, NUL, integer range, dates kept as
     text. ``where`` names the option in messages. A flow list or mapping (the text starts with
     ``[`` or ``{``: ``[{name: a, address: 10.0.0.1}]``) is that list or mapping, and one that
     YAML cannot read is an error; any other text YAML cannot read as a plain scalar (a block
-    list ``- a``, ``a: b``) is kept as the literal string."""
+    list ``- a``, ``a: b``) is kept as the literal string (``refuse_block``: is an error, for a
+    text whose words name a credential: ``env=HF_TOKEN: x`` meant a mapping)."""
     shown = format_path(path)
     errors = [Diagnostic(where, 0, 0, shown, msg, hint)
               for _i, _ch, msg, hint in raw_text_problems(text)]
@@ -447,7 +448,15 @@ def parse_scalar(text: str, where: str, path: PathT) -> Any:
         except (yaml.YAMLError, RecursionError, _TooMany, _Bomb) as exc:
             if not flow:
                 return text
-            problem = getattr(exc, "problem", None) or type(exc).__name__
+            if isinstance(exc, _TooMany):
+                kind = "list" if isinstance(exc.node, yaml.SequenceNode) else "mapping"
+                raise TopologyError([Diagnostic(
+                    where, 0, 0, format_path((*path, *exc.path)),
+                    f"{kind} has more than {MAX_ITEMS:,} "
+                    f"{'items' if kind == 'list' else 'keys'}",
+                    "no topology needs this many: the longest list is cluster.hosts, at most "
+                    f"{MAX_ITEMS:,}")]) from None
+            problem = getattr(exc, "problem", None) or "it is nested too deeply or too large"
             mark = getattr(exc, "problem_mark", None)
             at = f" at character {mark.column + 1}" if mark is not None and mark.line == 0 else ""
             raise TopologyError([Diagnostic(
@@ -459,7 +468,18 @@ def parse_scalar(text: str, where: str, path: PathT) -> Any:
         if isinstance(node, yaml.CollectionNode) and not node.flow_style:
             flow = False
         if not isinstance(node, yaml.ScalarNode) and not flow:
+            if refuse_block:
+                raise TopologyError([Diagnostic(
+                    where, 0, 0, shown, "reads as a YAML block mapping or list",
+                    "write a mapping as {KEY: VALUE} and a list as [A, B]; quote the whole "
+                    "value to mean a string")])
             return text  # keep anything that is not a plain scalar as the literal text
+        rest = text[node.end_mark.index:].strip()
+        if rest:  # only a comment can follow the value: `x #y` is x to YAML
+            raise TopologyError([Diagnostic(
+                where, 0, 0, shown, "YAML reads the rest as a comment, from character "
+                f"{text.index(rest, node.end_mark.index) + 1}",
+                "quote the whole value to keep the '#': --set 'PATH=\"x #y\"'")])
         builder = _Builder(where, loader)
         try:
             _expanded_size(node)  # an alias bomb is refused before anything is built

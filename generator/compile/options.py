@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from generator.compile.credentials import url_has_credential
 from generator.compile.loader import (
     Origin,
     PathT,
@@ -53,6 +54,8 @@ class Setting:
     path: PathT
     value: Any
     option: str  # how the user said it, for messages: "--set a.b=1" or "--total-gpus 16"
+    #: where values under ``path`` are written, when a file gave them (``--inventory FILE``)
+    origins: tuple[tuple[PathT, Origin], ...] = ()
 
 
 def parse_path(text: str) -> PathT:
@@ -80,9 +83,22 @@ def parse_set(expr: str) -> Setting:
     key, _, raw = expr.partition("=")
     path = parse_path(key.strip())
     option = _shown(f"--set {expr}", path, f"--set {key}=")
-    if raw.lstrip()[:1] in ("[", "{") and not _no_secret_words(raw):
-        option = f"--set {key}={MASK}"  # a flow mapping naming a credential (env: {HF_TOKEN: x})
-    return Setting(path, parse_scalar(raw, option, path), option)
+    masked = f"--set {key}={MASK}"
+    flow = raw.lstrip()[:1] in ("[", "{")
+    named = not _no_secret_words(raw)  # a word of it names a credential (env: {HF_TOKEN: x})
+    # a YAML escape ("HF_TOK\x45N") can spell any name: such a flow value is masked while it
+    # is parsed, then by what it turned out to name
+    value = parse_scalar(raw, masked if named or (flow and "\\" in raw) else option, path,
+                         refuse_block=named)
+    if flow and (named or _names_credential(value, path)):
+        option = masked  # (a plain value is a credential only by its path: _shown)
+    return Setting(path, value, option)
+
+
+def _names_credential(value: Any, path: PathT) -> bool:
+    """Whether a value holds a credential-named key or a URL with a credential anywhere."""
+    return any(is_secret_path(p) or (isinstance(v, str) and url_has_credential(v))
+               for p, v in walk(value, path))
 
 
 def _no_secret_words(text: str) -> bool:
@@ -153,6 +169,34 @@ def _same(a: Any, b: Any) -> bool:
     """Equal and of the same type: ``8.0`` or ``true`` on the command line does not "agree" with
     ``8`` or ``1`` in the file (Python says they are equal; the schema refuses one of them)."""
     return type(a) is type(b) and a == b
+
+
+def _difference(a: Any, b: Any, path: PathT, a_name: str, b_name: str) -> str:
+    """``": X is ... in A's, ... in B"``: the first place two lists or mappings differ, for a
+    message that would otherwise say "a mapping" twice (values by ``describe``: masked)."""
+    if not isinstance(a, (dict, list)) or type(a) is not type(b):
+        return ""
+    here = format_path(path)
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f": {here} has {len(a)} item(s) in {a_name}, {len(b)} in {b_name}"
+        pairs = list(zip(range(len(a)), a, b, strict=True))
+    else:
+        pairs = [(k, a[k], b[k]) for k in a if k in b]
+    for k, x, y in pairs:  # a value both have first, then a key only one has
+        if not _same(x, y):
+            sub = (*path, k)
+            deeper = _difference(x, y, sub, a_name, b_name)
+            return deeper or (f": {format_path(sub)} is {describe(x, sub)} in {a_name}, "
+                              f"{describe(y, sub)} in {b_name}")
+    if isinstance(a, dict):
+        for k in b:
+            if k not in a:
+                return f": {format_path((*path, k))} is not in {a_name}"
+        for k in a:
+            if k not in b:
+                return f": {format_path((*path, k))} is not in {b_name}"
+    return ""
 
 
 _NO_SUCH = ("no such list item", "no such list", "is not a mapping",
@@ -231,10 +275,13 @@ def apply_settings(data: dict[str, Any], smap: SourceMap, settings: list[Setting
                 continue
             if last in node and not _same(node[last], s.value):
                 o = smap.at(s.path)
+                # (another CLI option may have made the value: line 0 names that option)
+                theirs = "the file" if o.line else o.file
                 errors.append(Diagnostic(
                     o.file, o.line, o.col, format_path(s.path),
-                    f"the file says {describe(node[last], s.path)} but {s.option} says "
-                    f"{describe(s.value, s.path)}",
+                    f"{theirs} says {describe(node[last], s.path)} but {s.option} says "
+                    f"{describe(s.value, s.path)}"
+                    + _difference(node[last], s.value, s.path, f"{theirs}'s", s.option),
                     "remove one of them: a CLI value never silently replaces a file value"))
                 continue
             if last not in node:
@@ -244,6 +291,10 @@ def apply_settings(data: dict[str, Any], smap: SourceMap, settings: list[Setting
                     smap.values[sub] = Origin(s.option, 0, 0)
                     if sub and isinstance(sub[-1], str):
                         smap.keys[sub] = Origin(s.option, 0, 0)
+                for sub, origin in s.origins:
+                    smap.values[sub] = origin
+                    if isinstance(sub[-1], str):
+                        smap.keys[sub] = origin
     if errors:
         exc = TopologyError(errors)
         # a path that names nothing in the document (no such list, item, mapping, model) is

@@ -19,9 +19,9 @@ def readme(plan: Plan, targets: tuple[str, ...], ctx: dict[str, Any]) -> Artifac
 
 def _by_hand(plan: Plan, targets: tuple[str, ...]) -> dict[str, Any]:
     """The exact commands that run a render's bash target by hand: per host, the copy of
-    ``hosts/<host>/`` to its folder (the systemd units and deploy name it), then each start
-    phase on every host (encoders, engines, routers: each phase after the previous one is up
-    everywhere). Every word is a host name, address, user, path or unit name, all of which
+    ``hosts/<host>/`` to its folder (made first; the systemd units and deploy name it), then
+    each start phase on every host (encoders, engines, routers: each phase after the previous
+    one is up everywhere). Every word is a host name, address, user, path or unit name, all of which
     the schema restricts to shell-safe characters; they are quoted anyway."""
     q = common.shq
     per = common.units_by_node(plan)
@@ -33,7 +33,12 @@ def _by_hand(plan: Plan, targets: tuple[str, ...]) -> dict[str, Any]:
         target = f"{node.user}@{node.address}" if node.user else node.address
         ssh = f"ssh -p {node.ssh_port} " if node.ssh_port else "ssh "
         rsync = f"rsync -a -e 'ssh -p {node.ssh_port}' " if node.ssh_port else "rsync -a "
-        copies.append(f"{rsync}{q(f'hosts/{node.host}/')} {q(f'{target}:{root}/')}")
+        # rsync reads HOST::X as its daemon protocol: an IPv6 address goes in brackets
+        bracketed = f"[{node.address}]" if ":" in node.address else node.address
+        dest = f"{node.user}@{bracketed}" if node.user else bracketed
+        # (rsync makes only the last folder of its destination: a fresh host has none)
+        copies.append(f"{ssh}{q(target)} mkdir -p {q(root)}")
+        copies.append(f"{rsync}{q(f'hosts/{node.host}/')} {q(f'{dest}:{root}/')}")
         units = per.get(node.index, [])
         for phase, names in (
                 ("encoders", [u.name for u in units if u.name.startswith("engine-")
