@@ -11,10 +11,11 @@ import click
 
 from generator.cli.common import boundary, common_options, settings
 from generator.errors import SglGenError
-from generator.write import write_file
 
 
 def _write_or_print(text: str, output: str | None) -> None:
+    from generator.write import write_file
+
     if output is None:
         click.echo(text, nl=False)
         return
