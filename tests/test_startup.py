@@ -136,3 +136,11 @@ def test_conforms_agrees_with_jsonschema(example: str) -> None:
     # the check decides nearly everything itself (else validate would import jsonschema)
     assert verdicts[True] > 0 and verdicts[False] > 0
     assert verdicts[None] <= (verdicts[True] + verdicts[False]) // 10
+
+
+def test_plan_against_loads_no_ssh_code() -> None:
+    """The offline review uses deploy's decision, never its transport."""
+    got = _loaded("plan", str(EXAMPLES / "pd.yaml"), "--against", "out/pd", "--output", "json")
+    assert got["code"] == 0
+    assert [m for m in got["loaded"] if m.split(".")[0] in ("fabric", "paramiko", "invoke")
+            or m in ("generator.rehearsal", "http.server")] == []
