@@ -144,3 +144,20 @@ def test_plan_against_loads_no_ssh_code() -> None:
     assert got["code"] == 0
     assert [m for m in got["loaded"] if m.split(".")[0] in ("fabric", "paramiko", "invoke")
             or m in ("generator.rehearsal", "http.server")] == []
+
+
+def test_the_lazy_command_list_is_every_command_of_its_module() -> None:
+    """generator.cli.COMMANDS names each command's module: exactly what the modules register."""
+    import importlib
+
+    import click
+
+    from generator.cli import COMMANDS
+
+    everything = click.Group()
+    for module in sorted(set(COMMANDS.values())):
+        own = click.Group()
+        importlib.import_module(f"generator.cli.{module}").register(own)
+        assert sorted(own.commands) == sorted(n for n, m in COMMANDS.items() if m == module)
+        importlib.import_module(f"generator.cli.{module}").register(everything)
+    assert sorted(everything.commands) == sorted(COMMANDS)
