@@ -240,7 +240,8 @@ def main() -> int:
             rows[n] = (min(walls), rss, full, floor)
             print(f"{n:>6} GPUs: {len(plan.models):>3} models, {engines:>5} engines, "
                   f"{files:>6} files | sgl-gen render {min(walls):6.3f} s into a fresh "
-                  f"directory, {min(again):6.3f} s again over it (best of {args.repeat}), "
+                  f"directory, {min(again):6.3f} s again over it (best of {args.repeat}; the "
+                  f"disk's share {max(0.0, min(walls) - min(again)):5.3f} s), "
                   f"peak RSS {rss / 1024:6.1f} MB | in-process: compile+render "
                   f"{full:6.3f} s, render stage {stage:6.3f} s, floor {floor:6.3f} s (its "
                   f"templates {tmpl:6.3f} s); render/floor {stage / floor:4.2f}x, "
