@@ -179,6 +179,10 @@ def test_options_of_against_alone_and_bad_old_are_clear_errors(work: Path) -> No
     assert r.exit_code == 2 and "with --against use --output json" in r.stderr
     r = run_cli("plan", "topo.yaml", "--against", "nowhere")
     assert r.exit_code == 1 and "nowhere: no such rendered directory or plan.json" in r.stderr
+    r = run_cli("plan", "topo.yaml", "--against", "nowhere", "--output", "json")
+    assert r.exit_code == 1 and json.loads(r.stdout) == {
+        "deployment": "rev", "ok": False, "exit_code": 1,
+        "error": "nowhere: no such rendered directory or plan.json"}
     Path("bad.json").write_text("{", encoding="utf-8")
     r = run_cli("plan", "topo.yaml", "--against", "bad.json")
     assert r.exit_code == 1 and r.stderr.startswith("bad.json: not a plan.json: ")

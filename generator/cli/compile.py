@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from generator.cli.common import boundary, choose_targets, common_options, settings, warn
+from generator.cli.common import (
+    boundary,
+    choose_targets,
+    common_options,
+    json_outcome,
+    note_deployment,
+    settings,
+    warn,
+)
 from generator.errors import EXIT_INVALID, SglGenError
 
 
@@ -46,6 +54,7 @@ def validate(file: str, **kw: Any) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default=None,
               help="With --against: text (default) or Markdown for a pull request's comment.")
 @boundary
+@json_outcome
 def plan_cmd(file: str, as_json: bool, local: bool, against: str | None, target: str | None,
              output: str | None, fmt: str | None, **kw: Any) -> None:
     """Show where every engine and router of FILE runs: GPUs, ports, URLs; with --against
@@ -62,6 +71,7 @@ def plan_cmd(file: str, as_json: bool, local: bool, against: str | None, target:
     elif output == "json" and fmt == "markdown":
         raise SglGenError("--output json and --format markdown: choose one", exit_code=2)
     plan = compile_plan(file, settings(kw), local=local)
+    note_deployment(plan.name)
     warn(plan)
     targets = choose_targets(target, plan)  # (the plan of a render: says what targets ignore)
     if against is not None:

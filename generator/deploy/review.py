@@ -276,7 +276,8 @@ def review(new_plan: dict[str, Any], new: Target, old: Old, against: str) -> dic
             r: {"before": cap_old.get(name, {}).get(r, empty),
                 "after": cap_new.get(name, {}).get(r, empty)} for r in roles}})
     summary = {c: sum(1 for u in units if u["change"] == c) for c in CHANGES}
-    return {"deployment": new_plan["deployment"]["name"], "against": against, "basis": basis,
+    return {"deployment": new_plan["deployment"]["name"], "ok": True, "against": against,
+            "basis": basis,
             "changed": any(summary[c] for c in CHANGES if c != "unchanged"),
             "summary": summary, "models": models}
 
