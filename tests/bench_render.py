@@ -4,7 +4,7 @@ placeholders). Prints, measured in this one run:
 * `sgl-gen render` wall time per size (a fresh process each time, best of --repeat), and the
   8192/512 ratio (linear cost keeps it near 16);
 * sgl-gen's in-process render time against the floor — the same files rendered by bare Jinja from
-  contexts precomputed by one render (target: at most 2x);
+  contexts precomputed by one render (target: at most 1.3x);
 * peak memory (max RSS) of the `sgl-gen render` process (target: under 300 MB at 8,192 GPUs);
 * start-up: `sgl-gen --help` and `sgl-gen validate` of the 64-GPU topology against
   `python -c pass`, best of --startup-repeat fresh processes each, as ratios (targets: 2x and 3x).
