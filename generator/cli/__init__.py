@@ -11,21 +11,39 @@ this one, and nothing outside the package imports the package.
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from generator.cli import compile as compile_commands
-from generator.cli import deploy, hostcheck, imports, local, suggest
 from generator.errors import EXIT_INVALID
 
+#: every command -> the module of this package that registers it (with its siblings); a
+#: command's module is imported when the command is looked up, so ``validate`` never loads the
+#: SSH commands' options, and --help (which lists them all) loads nothing but this package
+COMMANDS = {"validate": "compile", "plan": "compile", "render": "compile", "schema": "compile",
+            "up": "local", "import": "imports", "export": "imports", "deploy": "deploy",
+            "diff": "deploy", "status": "deploy", "logs": "deploy", "down": "deploy",
+            "restart": "deploy", "check": "hostcheck", "suggest": "suggest"}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Commands(click.Group):
+    """The group whose commands come from their modules on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(f"generator.cli.{COMMANDS[cmd_name]}").register(self)
+            _epilogs(self)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sgl-gen")
 def main() -> None:
     """Compile an SGLang serving topology into launch artifacts."""
 
-
-for _module in (compile_commands, local, imports, deploy, hostcheck, suggest):
-    _module.register(main)
 
 #: under every command's --help (the README's "Exit codes" table has the details)
 EXIT_CODES = ("Exit codes: 0 success (warnings on stderr); 1 invalid input; 2 usage error; "
@@ -41,6 +59,4 @@ def _epilogs(group: click.Group) -> None:
             cmd.epilog = EXIT_CODES
 
 
-_epilogs(main)
-
-__all__ = ["main", "EXIT_INVALID"]
+__all__ = ["COMMANDS", "EXIT_INVALID", "main"]

@@ -17,7 +17,6 @@ from typing import Any
 
 import click
 
-from generator.compile.options import settings_from_cli
 from generator.errors import SglGenError
 
 
@@ -145,6 +144,11 @@ SLIME_NAMES = (("rollout_num_gpus", "total_gpus"),
 
 
 def settings(kw: dict[str, Any]) -> list[Any]:
+    """The topology options of ``kw`` (popped) as ``--set`` settings."""
+    # imported here: the compile stages (jsonschema, the catalog) load only for a command that
+    # reads a topology, never for --help
+    from generator.compile.options import settings_from_cli
+
     for alias, name in SLIME_NAMES:
         value = kw.pop(alias, None)
         if value is None:

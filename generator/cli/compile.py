@@ -14,11 +14,13 @@ from generator.cli.common import (
     boundary,
     choose_targets,
     common_options,
+    json_outcome,
+    note_deployment,
     out_option,
     settings,
     warn,
 )
-from generator.errors import EXIT_INVALID
+from generator.errors import EXIT_INVALID, SglGenError
 
 
 @click.command()
@@ -41,17 +43,57 @@ def validate(file: str, **kw: Any) -> None:
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print plan.json instead of the table.")
 @click.option("--local", is_flag=True, help="Map every node to 127.0.0.1 (as `up --local`).")
+@click.option("--against", "against", metavar="OLD",
+              help="Summarise what deploying FILE would change on hosts that run OLD (a "
+                   "rendered directory, e.g. the base branch's out/<deployment>/, or its "
+                   "plan.json): per model and unit added, removed, moved, restarted (and why), "
+                   "updated, unchanged, and the capacity per role. Offline.")
+@click.option("--target", "target", metavar="LIST",
+              help="With --against: the targets FILE is rendered with (default: as render).")
+@click.option("--format", "output", type=click.Choice(["text", "json", "markdown"]), default=None,
+              help="With --against: text (default), one JSON document, or Markdown for a pull "
+                   "request's comment.")
 @boundary
-def plan_cmd(file: str, as_json: bool, local: bool, **kw: Any) -> None:
-    """Show where every engine and router of FILE runs: GPUs, ports, URLs."""
+@json_outcome
+def plan_cmd(file: str, as_json: bool, local: bool, against: str | None, target: str | None,
+             output: str | None, **kw: Any) -> None:
+    """Show where every engine and router of FILE runs: GPUs, ports, URLs; with --against
+    OLD, what a deploy of it onto OLD would change."""
     from generator.compile.pipeline import compile_plan
+
+    if against is None:
+        for name, value in (("--format", output), ("--target", target)):
+            if value is not None:
+                raise SglGenError(f"{name}: applies only with --against OLD", exit_code=2)
+    elif as_json:
+        raise SglGenError("--json prints plan.json; with --against use --format json",
+                          exit_code=2)
+    plan = compile_plan(file, settings(kw), local=local)
+    note_deployment(plan.name)
+    warn(plan)
+    targets = choose_targets(target, plan)  # (the plan of a render: says what targets ignore)
+    if against is not None:
+        click.echo(plan_against(plan, targets, against, output or "text"), nl=False)
+        return
     from generator.targets.docs import plan_table
     from generator.targets.plans import plan_json
 
-    plan = compile_plan(file, settings(kw), local=local)
-    warn(plan)
-    choose_targets(None, plan)  # the plan of a default render: say what its targets ignore
     click.echo(plan_json(plan) if as_json else plan_table(plan), nl=False)
+
+
+def plan_against(plan: Any, targets: tuple[str, ...], against: str, output: str) -> str:
+    """``plan --against``: the review of deploying ``plan`` onto OLD, as text, JSON or
+    Markdown."""
+    from generator.deploy.review import read_old, review, review_markdown, review_text
+    from generator.deploy.spec import target_from_plan
+    from generator.targets.plans import plan_dict
+
+    old = read_old(against)
+    new = target_from_plan(plan, targets, old.rehearse)
+    doc = review(json.loads(json.dumps(plan_dict(plan))), new, old, against)
+    if output == "json":
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    return review_markdown(doc) if output == "markdown" else review_text(doc)
 
 
 @click.command()

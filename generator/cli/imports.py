@@ -11,7 +11,6 @@ import click
 
 from generator.cli.common import boundary, common_options, out_option, settings, warn
 from generator.errors import SglGenError
-from generator.write import write_file
 
 
 def write_or_print(text: str, output: str | None) -> None:
@@ -22,6 +21,7 @@ def write_or_print(text: str, output: str | None) -> None:
 
     from generator.bridges.importers.common import SCHEMA_LINE
     from generator.paths import SCHEMAS
+    from generator.write import write_file
 
     schema = (SCHEMAS / "topology.schema.json").resolve()
     first, _, rest = text.partition("\n")

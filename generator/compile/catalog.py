@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from generator.paths import SCHEMAS
-from generator.rehearsal import build_parser
 
 __all__ = [
     "SUPPORTED_VERSIONS",
@@ -281,6 +280,14 @@ class Catalog:
     def parser(self) -> argparse.ArgumentParser:
         """A parser that accepts exactly what SGLang's ``launch_server`` parser accepts."""
         return build_parser(dict(self.document))
+
+
+def build_parser(document: dict[str, Any]) -> argparse.ArgumentParser:
+    """:func:`generator.rehearsal.build_parser`, imported when a parser is wanted: the
+    rehearsal engine (http.server and all) stays out of the commands that never parse argv."""
+    from generator.rehearsal import build_parser as build
+
+    return build(document)
 
 
 def catalog_path(version: str) -> Path:

@@ -12,14 +12,16 @@ import json
 import re
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from generator.compile.credentials import is_credential_name
 from generator.compile.loader import PathT, SourceMap
+from generator.compile.schemacheck import conforms
 from generator.errors import MASK, Diagnostic, mask_userinfo
 from generator.paths import SCHEMAS
+
+if TYPE_CHECKING:
+    import jsonschema
 
 _TYPE_NAMES = {
     "integer": "an integer",
@@ -53,21 +55,25 @@ def _full_pattern(validator: Any, pattern: str, instance: Any, _schema: Any) -> 
     (``^...$``, checked by a test) so this is what ECMA-262 (editors) does, where ``$`` is the
     end of the input; Python's ``re.search`` lets ``$`` match before a final newline, which
     would accept ``name: "actor\\n"``."""
+    import jsonschema
+
     if isinstance(instance, str) and re.fullmatch(pattern, instance) is None:
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    validators={"pattern": _full_pattern},
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
-        {"integer": _is_integer, "number": _is_number}),
-)
-
-
 @lru_cache(maxsize=1)
-def _validator() -> Any:
-    return _Validator(topology_schema())
+def jsonschema_validator() -> Any:
+    """The jsonschema validator of the topology schema, built once per process (and only for
+    a document :func:`schemacheck.conforms` does not pass: importing jsonschema is slow)."""
+    import jsonschema
+
+    cls = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        validators={"pattern": _full_pattern},
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+            {"integer": _is_integer, "number": _is_number}),
+    )
+    return cls(topology_schema())
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -238,8 +244,10 @@ MAX_SCHEMA_ERRORS = 1000
 
 def validate_shape(data: dict[str, Any], smap: SourceMap) -> list[Diagnostic]:
     """All schema problems of a document, positioned and sorted."""
+    if conforms(topology_schema(), data):
+        return []  # what jsonschema would say, without importing it
     out: list[Diagnostic] = []
-    for err in _validator().iter_errors(data):
+    for err in jsonschema_validator().iter_errors(data):
         if len(out) >= MAX_SCHEMA_ERRORS:
             last = max(out)
             out.append(Diagnostic(last.file, last.line, last.col, "",

@@ -179,6 +179,12 @@ def _env_needs(files: dict[str, tuple[bytes, int]], units: list[UnitSpec]) -> di
     return out
 
 
+def engine_unit(engine: dict[str, Any], rank: int) -> str:
+    """The unit name of rank ``rank`` of a plan.json engine (``engine-<id>``, a multi-node
+    engine's ranks ``engine-<id>-r<rank>``)."""
+    return f"engine-{engine['id']}" if engine["nnodes"] == 1 else f"engine-{engine['id']}-r{rank}"
+
+
 def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], python: str,
                 rehearse: bool, secrets_env_file: str | None = None) -> Target:
     """A Target from a plan dict (plan.json) and the render's files (paths under hosts/)."""
@@ -214,7 +220,7 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
                     if flag in argv[:-1]:
                         need[key].add(argv[argv.index(flag) + 1])
                 rank = p["node_rank"]
-                uname = f"engine-{e['id']}" if e["nnodes"] == 1 else f"engine-{e['id']}-r{rank}"
+                uname = engine_unit(e, rank)
                 need["unit_gpus"][uname] = list(p["gpus"])
                 host = host_of[p["node"]]
                 u = UnitSpec(uname, "engine", host, m["name"], e["id"], rank,
@@ -242,7 +248,7 @@ def target_from(plan: dict[str, Any], files: dict[str, tuple[bytes, int]], pytho
         rfiles = unit_files(rhost, rname, False)
         # what names its engines: their URLs and (systemd) their units
         markers = [e["url"] for e in m["engines"]] + [
-            f"sgl-{name}-engine-{e['id']}" + (f"-r{k}" if e["nnodes"] > 1 else "") + ".service"
+            f"sgl-{name}-{engine_unit(e, k)}.service"
             for e in m["engines"] for k in range(e["nnodes"])]
         texts = [files.get(f"hosts/{rhost}/{rel}", (b"", 0))[0] for rel in rfiles]
         routers.append(UnitSpec(rname, "router", rhost, m["name"], None, 0,

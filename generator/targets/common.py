@@ -100,12 +100,17 @@ def tmpl(name: str, **ctx: Any) -> str:
 def argv_lines(tokens: tuple[Any, ...] | list[Any]) -> list[str]:
     """Quoted argv grouped one flag per line: ``--flag value...``."""
     lines: list[list[str]] = []
+    quote = _shq_str  # (shq's str case, called directly: a large render quotes ~60,000 tokens)
     for t in tokens:
-        tok = t if isinstance(t, str) else EnvToken(t.name)
-        if isinstance(tok, str) and tok.startswith("--") or not lines:
-            lines.append([shq(tok)])
+        if type(t) is str:
+            if t.startswith("--") or not lines:
+                lines.append([quote(t)])
+            else:
+                lines[-1].append(quote(t))
+        elif not lines:
+            lines.append([shq(EnvToken(t.name))])
         else:
-            lines[-1].append(shq(tok))
+            lines[-1].append(shq(EnvToken(t.name)))
     return [" ".join(parts) for parts in lines]
 
 
@@ -208,6 +213,8 @@ class LaunchSecrets:
 
 def launch_secrets(u: Unit) -> LaunchSecrets:
     """Split a unit's argv into what stays on the command line and the values moved off it."""
+    if all(type(t) is str for t in u.argv):  # no {env: NAME} value: nothing moves
+        return LaunchSecrets(tuple(u.argv))
     tokens = list(u.argv)
     keep: list[Any] = []
     config: list[tuple[str, str]] = []

@@ -18,6 +18,8 @@ its name in :data:`AVAILABLE_TARGETS`.
 
 from __future__ import annotations
 
+import gc
+
 from generator import __version__
 from generator.compile.model import Plan
 from generator.targets import bash, docs, slurm, systemd
@@ -36,6 +38,19 @@ def default_targets(plan: Plan) -> tuple[str, ...]:
 def render(plan: Plan, targets: tuple[str, ...] = ("bash", "systemd"),
            rehearse: bool = False) -> dict[str, Artifact]:
     """Every artifact of the plan, keyed by path relative to ``<out>/<deployment>/``."""
+    # A render allocates a few hundred thousand small objects and no garbage cycles: the cyclic
+    # collector would only walk them, and all the caller holds, again and again (about a tenth
+    # of an 8,192-GPU render). Reference counting frees what it drops as before.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _render(plan, targets, rehearse)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _render(plan: Plan, targets: tuple[str, ...], rehearse: bool) -> dict[str, Artifact]:
     t = plan.topology
     arts: dict[str, Artifact] = {
         "plan.json": Artifact(plan_json(plan)),
