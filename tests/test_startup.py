@@ -140,7 +140,7 @@ def test_conforms_agrees_with_jsonschema(example: str) -> None:
 
 def test_plan_against_loads_no_ssh_code() -> None:
     """The offline review uses deploy's decision, never its transport."""
-    got = _loaded("plan", str(EXAMPLES / "pd.yaml"), "--against", "out/pd", "--output", "json")
+    got = _loaded("plan", str(EXAMPLES / "pd.yaml"), "--against", "out/pd", "--format", "json")
     assert got["code"] == 0
     assert [m for m in got["loaded"] if m.split(".")[0] in ("fabric", "paramiko", "invoke")
             or m in ("generator.rehearsal", "http.server")] == []
