@@ -9,7 +9,7 @@ umask 077
 # the deployment's folder (/var/lib/sgl-gen/from-slime-pd when sgl-gen deploys it): by default this script's folder,
 # so a copy of hosts/<host>/ anywhere runs where it is
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
-  SGLGEN_ROOT="$(CDPATH= cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
+  SGLGEN_ROOT="$(CDPATH='' cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
 fi
 export SGLGEN_ROOT
 GRACE="${SGLGEN_STOP_GRACE:-30}"

@@ -9,7 +9,7 @@ umask 077
 # the deployment's folder (/var/lib/sgl-gen/from-skyrl-full when sgl-gen deploys it): by default the folder above this script's bin/,
 # so a copy of hosts/<host>/ anywhere runs where it is
 if [[ -z "${SGLGEN_ROOT:-}" ]]; then
-  SGLGEN_ROOT="$(CDPATH= cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
+  SGLGEN_ROOT="$(CDPATH='' cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 fi
 mkdir -p "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
 chmod 700 "$SGLGEN_ROOT/logs" "$SGLGEN_ROOT/run"
