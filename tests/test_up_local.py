@@ -366,8 +366,9 @@ def test_multinode_engine_ranks_join_before_the_router_starts(tmp_path, started)
         assert e.placements[1].port not in (None, e.port)
 
 
-def test_ctrl_c_during_up_stops_what_started_and_exits_130(tmp_path):
-    topo = regular_topo(tmp_path, "intr", 1, 1, env='{SGLGEN_REHEARSAL_STARTUP_DELAY: "120"}')
+def _interrupt_up(tmp_path: Path, name: str, sig: int) -> tuple[Up, int, str, str]:
+    """`up` of a slow engine in its own process, sent ``sig`` once engines are starting."""
+    topo = regular_topo(tmp_path, name, 1, 1, env='{SGLGEN_REHEARSAL_STARTUP_DELAY: "120"}')
     run = Up(tmp_path, topo)
     proc = subprocess.Popen([sys.executable, "-m", "generator.cli", "up", str(topo), "--rehearse",
                              "-o", run.out, "--timeout", "100"], stdout=subprocess.PIPE,
@@ -375,14 +376,19 @@ def test_ctrl_c_during_up_stops_what_started_and_exits_130(tmp_path):
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.startswith("starting engines of intr"), line
+        assert line.startswith(f"starting engines of {name}"), line
         time.sleep(1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    return run, proc.returncode, out, err
+
+
+def test_ctrl_c_during_up_stops_what_started_and_exits_130(tmp_path):
+    run, code, out, err = _interrupt_up(tmp_path, "intr", signal.SIGINT)
+    assert code == 130, err
     assert "interrupted: stopping what was started" in out
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     _assert_all_gone(run)
@@ -391,22 +397,8 @@ def test_ctrl_c_during_up_stops_what_started_and_exits_130(tmp_path):
 def test_sigterm_during_up_stops_what_started_as_ctrl_c_does(tmp_path):
     """`timeout 60 sgl-gen up ...`, a CI job's cancel, systemd stopping a wrapper: SIGTERM is
     an interruption too, so the engines up started (in their own sessions) do not outlive it."""
-    topo = regular_topo(tmp_path, "term", 1, 1, env='{SGLGEN_REHEARSAL_STARTUP_DELAY: "120"}')
-    run = Up(tmp_path, topo)
-    proc = subprocess.Popen([sys.executable, "-m", "generator.cli", "up", str(topo), "--rehearse",
-                             "-o", run.out, "--timeout", "100"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("starting engines of term"), line
-        time.sleep(1)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    run, code, out, err = _interrupt_up(tmp_path, "term", signal.SIGTERM)
+    assert code == 130, err
     assert "interrupted: stopping what was started" in out
     assert "Traceback" not in err
     _assert_all_gone(run)
